@@ -1,0 +1,85 @@
+from snakemake.utils import validate
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+RESULTS = f"results/{config['run']}"
+FIELDS = list(config["fields"])
+EOF_FIELDS = config["eof"]["fields"]
+DIST_FIELDS = config["distributions"]["fields"]
+REGRESSION = config.get("regression") or {}
+TARGETS = [REGRESSION["target"]] if REGRESSION.get("target") else []
+
+
+def check_field_names():
+    """Every field a stage names must be declared under 'fields'."""
+    named = {
+        "eof.fields": EOF_FIELDS,
+        "distributions.fields": DIST_FIELDS,
+        "regression.target": TARGETS,
+        "regression.predictor": [REGRESSION["predictor"]] if TARGETS else [],
+    }
+    for key, names in named.items():
+        for name in names:
+            if name not in FIELDS:
+                raise ValueError(
+                    f"Config key {key} names field {name!r}, which is not declared under "
+                    f"'fields' (declared: {', '.join(FIELDS)})."
+                )
+    if TARGETS and REGRESSION["predictor"] not in EOF_FIELDS:
+        raise ValueError(
+            f"Config key regression.predictor is {REGRESSION['predictor']!r}, but its EOFs are "
+            f"not computed; add it to eof.fields."
+        )
+
+
+check_field_names()
+
+
+wildcard_constraints:
+    field="|".join(FIELDS),
+    target="|".join(FIELDS),
+
+
+def field_spec(wildcards):
+    """A field's config entry; a synthetic regression field also gets its predictor's entry."""
+    spec = dict(config["fields"][wildcards.field])
+    other = spec.get("predictors_from")
+    if other is not None:
+        if other not in config["fields"]:
+            raise ValueError(
+                f"Field {wildcards.field!r}: predictors_from names {other!r}, which is not declared under 'fields'."
+            )
+        spec["predictors_spec"] = config["fields"][other]
+    return spec
+
+
+def source_files(wildcards):
+    """The source file of a field, so that Snakemake reruns ingest when it changes."""
+    spec = config["fields"][wildcards.field]
+    if spec["source"] == "synthetic":
+        return []
+    return [spec["path"]]
+
+
+def store(stage, name):
+    return f"{RESULTS}/{stage}/{name}.zarr"
+
+
+def figure(kind, name):
+    return f"{RESULTS}/figures/{kind}_{name}.png"
+
+
+def all_outputs():
+    outputs = [
+        figure(kind, f)
+        for f in EOF_FIELDS
+        for kind in ("eof_spectrum", "eof_maps", "pc_timeseries")
+    ]
+    outputs += [figure("distribution_map", f) for f in DIST_FIELDS]
+    outputs += [
+        figure(kind, t)
+        for t in TARGETS
+        for kind in ("regression_maps", "posterior_map")
+    ]
+    outputs += [store("fields", f) for f in FIELDS]
+    return outputs

@@ -1,0 +1,124 @@
+rule figure_eof_spectrum:
+    input:
+        store("eof", "{field}"),
+    output:
+        report(
+            figure("eof_spectrum", "{field}"),
+            caption="../report/eof_spectrum.rst",
+            category="EOF",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/eof_spectrum_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="eof_spectrum",
+        figures=config["figures"],
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_eof_maps:
+    input:
+        store("eof", "{field}"),
+    output:
+        report(
+            figure("eof_maps", "{field}"),
+            caption="../report/eof_maps.rst",
+            category="EOF",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/eof_maps_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="eof_maps",
+        figures=config["figures"],
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_pc_timeseries:
+    input:
+        store("eof", "{field}"),
+    output:
+        report(
+            figure("pc_timeseries", "{field}"),
+            caption="../report/pc_timeseries.rst",
+            category="EOF",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/pc_timeseries_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="pc_timeseries",
+        figures=config["figures"],
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_regression_maps:
+    input:
+        store("regression", "{target}"),
+    output:
+        report(
+            figure("regression_maps", "{target}"),
+            caption="../report/regression_maps.rst",
+            category="Regression",
+            subcategory="{target}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/regression_maps_{{target}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="regression_maps",
+        figures=config["figures"],
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_distribution_map:
+    input:
+        store("distributions", "{field}"),
+    output:
+        report(
+            figure("distribution_map", "{field}"),
+            caption="../report/distribution_map.rst",
+            category="Distributions",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/distribution_map_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="distribution_map",
+        figures=config["figures"],
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_posterior_map:
+    input:
+        store("posterior", "{target}"),
+    output:
+        report(
+            figure("posterior_map", "{target}"),
+            caption="../report/posterior_map.rst",
+            category="Posterior",
+            subcategory="{target}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/posterior_map_{{target}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="posterior_map",
+        figures=config["figures"],
+    script:
+        "../scripts/figure.py"

@@ -1,0 +1,13 @@
+rule ingest:
+    input:
+        source_files,
+    output:
+        directory(store("fields", "{field}")),
+    log:
+        f"{RESULTS}/logs/ingest/{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        spec=field_spec,
+    script:
+        "../scripts/ingest.py"
