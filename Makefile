@@ -27,7 +27,7 @@ lint: install
 	$(BIN)/snakefmt --check workflow/
 
 dryrun: install
-	$(BIN)/snakemake -n --cores 1 --quiet rules
+	$(BIN)/snakemake -n --forceall --cores 1 --quiet rules
 
 test: install
 	$(BIN)/python -m pytest -q tests

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,10 @@ def open_store(path: str | os.PathLike, what: str = "store") -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"The {what} {path} does not exist; run the stage that writes it first.")
-    with xr.open_zarr(path, consolidated=False) as ds:
-        return ds.load()
+    with warnings.catch_warnings():  # Snakemake marks directory outputs with a .snakemake_timestamp file
+        warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp is not recognized")
+        with xr.open_zarr(path, consolidated=False) as ds:
+            return ds.load()
 
 
 def provenance(stage: str, params: dict[str, Any] | None = None, backend: str | None = None) -> dict[str, str]:

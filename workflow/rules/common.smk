@@ -40,6 +40,20 @@ wildcard_constraints:
     target="|".join(FIELDS),
 
 
+def canonical(value):
+    """A config value with dict keys sorted, so reordering YAML keys does not rerun a stage."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def section(name, drop=("fields",)):
+    """A stage's own config section (as rule params), without the workflow-level keys."""
+    return canonical({k: v for k, v in config[name].items() if k not in drop})
+
+
 def field_spec(wildcards):
     """A field's config entry; a synthetic regression field also gets its predictor's entry."""
     spec = dict(config["fields"][wildcards.field])
@@ -50,7 +64,7 @@ def field_spec(wildcards):
                 f"Field {wildcards.field!r}: predictors_from names {other!r}, which is not declared under 'fields'."
             )
         spec["predictors_spec"] = config["fields"][other]
-    return spec
+    return canonical(spec)
 
 
 def source_files(wildcards):

@@ -8,9 +8,7 @@ rule distributions:
     conda:
         "../../environment.yml"
     params:
-        distributions={
-            k: v for k, v in config["distributions"].items() if k != "fields"
-        },
+        distributions=section("distributions"),
         backend=config["backend"],
     script:
         "../scripts/distributions.py"

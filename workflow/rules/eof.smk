@@ -8,7 +8,7 @@ rule eof:
     conda:
         "../../environment.yml"
     params:
-        eof={k: v for k, v in config["eof"].items() if k != "fields"},
+        eof=section("eof"),
         backend=config["backend"],
     script:
         "../scripts/eof.py"

@@ -14,7 +14,7 @@ rule figure_eof_spectrum:
         "../../environment.yml"
     params:
         kind="eof_spectrum",
-        figures=config["figures"],
+        figures=section("figures"),
     script:
         "../scripts/figure.py"
 
@@ -35,7 +35,7 @@ rule figure_eof_maps:
         "../../environment.yml"
     params:
         kind="eof_maps",
-        figures=config["figures"],
+        figures=section("figures"),
     script:
         "../scripts/figure.py"
 
@@ -56,7 +56,7 @@ rule figure_pc_timeseries:
         "../../environment.yml"
     params:
         kind="pc_timeseries",
-        figures=config["figures"],
+        figures=section("figures"),
     script:
         "../scripts/figure.py"
 
@@ -77,7 +77,7 @@ rule figure_regression_maps:
         "../../environment.yml"
     params:
         kind="regression_maps",
-        figures=config["figures"],
+        figures=section("figures"),
     script:
         "../scripts/figure.py"
 
@@ -98,7 +98,7 @@ rule figure_distribution_map:
         "../../environment.yml"
     params:
         kind="distribution_map",
-        figures=config["figures"],
+        figures=section("figures"),
     script:
         "../scripts/figure.py"
 
@@ -119,6 +119,6 @@ rule figure_posterior_map:
         "../../environment.yml"
     params:
         kind="posterior_map",
-        figures=config["figures"],
+        figures=section("figures"),
     script:
         "../scripts/figure.py"

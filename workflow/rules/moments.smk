@@ -8,7 +8,7 @@ rule moments:
     conda:
         "../../environment.yml"
     params:
-        moments=config["moments"],
+        moments=section("moments"),
         backend=config["backend"],
     script:
         "../scripts/moments.py"

@@ -10,8 +10,8 @@ rule posterior:
     conda:
         "../../environment.yml"
     params:
-        posterior=config["posterior"],
-        regression=REGRESSION,
+        posterior=section("posterior"),
+        regression=section("regression", drop=()),
         backend=config["backend"],
     script:
         "../scripts/posterior.py"

@@ -9,7 +9,7 @@ rule regression:
     conda:
         "../../environment.yml"
     params:
-        regression=REGRESSION,
+        regression=section("regression", drop=()),
         backend=config["backend"],
     script:
         "../scripts/regression.py"
