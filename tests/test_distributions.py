@@ -144,7 +144,7 @@ def test_bad_families(fields_ds, numpy_backend, params, error, match):
 
 
 def test_too_few_time_steps(fields_ds, numpy_backend):
-    with pytest.raises(ValueError, match="'z500' has 2 time steps; a two-parameter fit needs at least 3"):
+    with pytest.raises(ValueError, match="The z500 field has 2 time steps, fewer than the 3 a two-parameter fit needs"):
         distributions.compute(fields_ds.isel(time=slice(0, 2)), params=PARAMS, backend=numpy_backend)
 
 

@@ -50,7 +50,7 @@ class Backend:
         return np.random.default_rng(seed)
 
 
-def _cupy_available() -> bool:
+def cupy_available() -> bool:
     try:
         import cupy
     except ImportError:
@@ -79,8 +79,8 @@ def resolve(name: str = "auto") -> Backend:
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}.")
     if name == "auto":
-        name = "cupy" if _cupy_available() else "numpy"
-    elif name == "cupy" and not _cupy_available():
+        name = "cupy" if cupy_available() else "numpy"
+    elif name == "cupy" and not cupy_available():
         raise ValueError(
             "backend 'cupy' was requested but CuPy is not installed or no CUDA device "
             "is visible; install the 'gpu' extra or set backend: numpy."

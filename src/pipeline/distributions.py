@@ -59,24 +59,6 @@ def _families(params: dict[str, Any]) -> tuple[str, ...]:
     return tuple(families)
 
 
-def _field(fields_ds: xr.Dataset, field_name: str) -> xr.DataArray:
-    """The validated ``field(time, lat, lon)`` variable of a fields store."""
-    if not isinstance(fields_ds, xr.Dataset):
-        raise TypeError(f"fields_ds must be an xarray Dataset; got {type(fields_ds).__name__}.")
-    if "field" not in fields_ds:
-        raise ValueError(f"The fields store of {field_name!r} has no 'field' variable; got {list(fields_ds.data_vars)}.")
-    field = fields_ds["field"]
-    if set(field.dims) != {"time", "lat", "lon"}:
-        raise ValueError(f"The field {field_name!r} must have dims (time, lat, lon); got {field.dims}.")
-    if field.sizes["time"] < MIN_TIME_STEPS:
-        raise ValueError(
-            f"The field {field_name!r} has {field.sizes['time']} time steps; a two-parameter fit needs at least {MIN_TIME_STEPS}."
-        )
-    if not np.issubdtype(field.dtype, np.number) or np.issubdtype(field.dtype, np.complexfloating):
-        raise TypeError(f"The field {field_name!r} must hold real numbers; got dtype {field.dtype}.")
-    return field.transpose("time", "lat", "lon")
-
-
 def _grid(values: np.ndarray, cells: grid.CellIndex, families: tuple[str, ...], name: str, units: str) -> xr.DataArray:
     """A ``(family, feature)`` result as a ``(family, lat, lon)`` DataArray with CF attributes."""
     attrs = {"units": units, "long_name": _LONG_NAMES[name]}
@@ -129,11 +111,10 @@ def compute(fields_ds: xr.Dataset, *, params: dict[str, Any], backend: Backend) 
         ``fields_ds`` is not a Dataset, ``families`` is not a list, or the field
         is not real-valued.
     """
-    field_name = str(getattr(fields_ds, "attrs", {}).get("field_name", "field"))
     families = _families(params)
     if not isinstance(backend, Backend):
         raise TypeError(f"backend must be a pipeline.backend.Backend (see backend.resolve); got {type(backend).__name__}.")
-    field = _field(fields_ds, field_name)
+    field, field_name = grid.field_of(fields_ds, MIN_TIME_STEPS, f"the {MIN_TIME_STEPS} a two-parameter fit needs")
     units = str(field.attrs.get("units", fields_ds.attrs.get("field_units", "")))
     cells = grid.complete_cells(field, name=field_name)
     matrix = grid.to_matrix(field, cells)

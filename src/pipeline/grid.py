@@ -113,3 +113,33 @@ def latitude_weights(lat: xr.DataArray, kind: str = "sqrt_coslat") -> xr.DataArr
         name="weight",
         attrs={"long_name": f"latitude weight ({kind})", "units": "1", "weighting": kind},
     )
+
+
+def field_of(fields_ds: xr.Dataset, min_steps: int, why: str) -> tuple[xr.DataArray, str]:
+    """The validated ``field(time, lat, lon)`` of a fields store, and the field's name.
+
+    Parameters
+    ----------
+    fields_ds : xr.Dataset
+        A ``fields/{field}.zarr`` store, as written by the ingest stage.
+    min_steps : int
+        Fewest time steps the caller can work with.
+    why : str
+        What sets that minimum, completing "fewer than ..." in the error message
+        (e.g. ``"moments.min_time_steps=3"``).
+    """
+    if not isinstance(fields_ds, xr.Dataset):
+        raise TypeError(f"fields_ds must be an xarray Dataset; got {type(fields_ds).__name__}.")
+    name = str(fields_ds.attrs.get("field_name", "field"))
+    if "field" not in fields_ds.data_vars:
+        raise ValueError(f"The fields store of {name} has no 'field' variable; it holds {sorted(fields_ds.data_vars)}.")
+    field = fields_ds["field"]
+    if set(field.dims) != {"time", "lat", "lon"}:
+        raise ValueError(f"The {name} field must have dimensions (time, lat, lon); got {field.dims}.")
+    if field.sizes["time"] < min_steps:
+        raise ValueError(f"The {name} field has {field.sizes['time']} time steps, fewer than {why}.")
+    if not np.issubdtype(field.dtype, np.number) or np.issubdtype(field.dtype, np.complexfloating):
+        raise TypeError(f"The {name} field must hold real numbers; got dtype {field.dtype}.")
+    if bool(field.isnull().all()):
+        raise ValueError(f"The {name} field is entirely missing (all values NaN).")
+    return field.transpose("time", "lat", "lon"), name

@@ -44,28 +44,6 @@ def _params(params: dict[str, Any]) -> tuple[str, int]:
     return weights, min_steps
 
 
-def _field(fields_ds: xr.Dataset, min_steps: int) -> tuple[xr.DataArray, str]:
-    """The validated ``field(time, lat, lon)`` variable and the field's name."""
-    if not isinstance(fields_ds, xr.Dataset):
-        raise TypeError(f"fields_ds must be an xarray Dataset; got {type(fields_ds).__name__}.")
-    name = str(fields_ds.attrs.get("field_name", "field"))
-    if "field" not in fields_ds.data_vars:
-        raise ValueError(f"The fields store of {name} has no 'field' variable; it holds {sorted(fields_ds.data_vars)}.")
-    field = fields_ds["field"]
-    if set(field.dims) != {"time", "lat", "lon"}:
-        raise ValueError(f"The {name} field must have dimensions (time, lat, lon); got {field.dims}.")
-    if field.sizes["time"] < min_steps:
-        raise ValueError(
-            f"The {name} field has {field.sizes['time']} time steps, fewer than "
-            f"moments.min_time_steps={min_steps}."
-        )
-    if not np.issubdtype(field.dtype, np.number):
-        raise TypeError(f"The {name} field must be numeric; got dtype {field.dtype}.")
-    if bool(field.isnull().all()):
-        raise ValueError(f"The {name} field is entirely missing (all values NaN).")
-    return field.transpose("time", "lat", "lon"), name
-
-
 def _grid_var(field: xr.DataArray, values: np.ndarray, long_name: str, units: str) -> xr.DataArray:
     """A ``(lat, lon)`` variable from a flat host array over all cells of ``field``."""
     return xr.DataArray(values.reshape(field.shape[1:]), dims=("lat", "lon"),
@@ -123,7 +101,7 @@ def compute(fields_ds: xr.Dataset, *, params: dict[str, Any], backend: Backend) 
         steps than ``min_time_steps``, or a parameter is invalid.
     """
     weights, min_steps = _params(params)
-    field, name = _field(fields_ds, min_steps)
+    field, name = grid.field_of(fields_ds, min_steps, f"moments.min_time_steps={min_steps}")
     cells = grid.complete_cells(field, name)
     dtype = field.dtype if field.dtype in (np.float32, np.float64) else np.float64
     n_time = field.sizes["time"]
