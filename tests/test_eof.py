@@ -33,11 +33,16 @@ def _sign(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.sign(np.nansum(got * ref, axis=axes))
 
 
-@pytest.mark.parametrize("method", ["auto", "time", "space", "svd"])
+@pytest.mark.parametrize("method", ["auto", "gram", "space", "randomized", "exact", "time", "svd"])
 @pytest.mark.parametrize("sizes", [(30, 8, 12), (60, 4, 5)], ids=["time-kind", "space-kind"])
 def test_planted_modes_recovered(method, sizes):
     fields, mom = _moments(*sizes)
-    out = eof.compute(mom, params={"n_modes": 3, "method": method}, backend=BACKEND)
+    kind = mom["covariance"].attrs["kind"]
+    if {"gram": "time", "time": "time", "space": "space"}.get(method, kind) != kind:
+        with pytest.raises(ValueError, match="needs the .* covariance"):
+            eof.compute(fields, mom, params={"n_modes": 3, "method": method}, backend=BACKEND)
+        return
+    out = eof.compute(fields, mom, params={"n_modes": 3, "method": method}, backend=BACKEND)
     true_eof = fields["true_eof"].values
     s = _sign(out["eof"].values, true_eof)
     np.testing.assert_allclose(out["eof"].values * s[:, None, None], true_eof, rtol=0, atol=1e-10)
@@ -45,30 +50,35 @@ def test_planted_modes_recovered(method, sizes):
     np.testing.assert_allclose(out["pc"].values * s[None, :], fields["true_pc"].values, rtol=0, atol=1e-9)
     np.testing.assert_allclose(out["eigenvalue"].values, fields["true_variance"].values, rtol=1e-10)
     assert out["variance_fraction"].values.sum() == pytest.approx(1.0, abs=1e-12)
-    stored = mom["covariance"].attrs["kind"]
-    assert out.attrs["method"] == (stored if method == "auto" else method)
+    expected = {"auto": "exact", "time": "gram", "svd": "exact"}.get(method, method)
+    assert out.attrs["method"] == expected
     assert out.attrs["rank"] == 3 and out.attrs["n_samples"] == sizes[0]
     flat = out["eof"].values.reshape(3, -1)
     peak = flat[np.arange(3), np.nanargmax(np.abs(flat), axis=1)]
     assert (peak > 0).all()  # sign rule: largest-magnitude element positive, whatever the solver
 
 
-def test_auto_uses_the_stored_covariance_kind():
-    _, mom_time = _moments(30, 8, 12)
-    _, mom_space = _moments(60, 4, 5)
-    assert mom_time["covariance"].attrs["kind"] == "time" and mom_space["covariance"].attrs["kind"] == "space"
-    assert eof.compute(mom_time, params={"n_modes": 2}, backend=BACKEND).attrs["method"] == "time"
-    assert eof.compute(mom_space, params={"n_modes": 2}, backend=BACKEND).attrs["method"] == "space"
-    # the stored covariance is what auto decomposes: scaling it scales the eigenvalues
+def test_auto_choice_follows_size_and_the_stored_covariance():
+    assert eof.choose_method(30, 80, "time") == "exact"
+    assert eof.choose_method(2000, 100_000, "time") == "gram"
+    assert eof.choose_method(100_000, 2000, "space") == "space"
+    assert eof.choose_method(20_000, 1_000_000, None) == "randomized"
+    fields, mom_time = _moments(30, 8, 12)
+    out = eof.compute(fields, mom_time, params={"n_modes": 2, "exact_max_mb": 0}, backend=BACKEND)
+    assert out.attrs["method"] == "gram"
+    # the stored covariance is what gram decomposes: scaling it scales the eigenvalues
     scaled = mom_time.copy()
     scaled["covariance"] = mom_time["covariance"] * 2.0
-    out = eof.compute(scaled, params={"n_modes": 2}, backend=BACKEND)
+    out = eof.compute(fields, scaled, params={"n_modes": 2, "method": "gram"}, backend=BACKEND)
     np.testing.assert_allclose(out["eigenvalue"].values, [18.0, 8.0], rtol=1e-10)
+    fields, mom_space = _moments(60, 4, 5)
+    out = eof.compute(fields, mom_space, params={"n_modes": 2, "exact_max_mb": 0}, backend=BACKEND)
+    assert out.attrs["method"] == "space"
 
 
 def test_diagnostic_maps_closed_forms():
     fields, mom = _moments()
-    out = eof.compute(mom, params={"n_modes": 3, "method": "svd"}, backend=BACKEND)
+    out = eof.compute(fields, mom, params={"n_modes": 3, "method": "svd"}, backend=BACKEND)
     lam = out["eigenvalue"].values
     n = out.attrs["n_samples"]
     np.testing.assert_allclose(out["north_error"].values, lam * np.sqrt(2.0 / n), rtol=1e-14)
@@ -83,8 +93,8 @@ def test_diagnostic_maps_closed_forms():
 
 
 def test_layout_units_and_nan_placement():
-    _, mom = _moments(noise_std=0.1)
-    out = eof.compute(mom, params={"n_modes": 2, "method": "auto", "fields": ["sst"]}, backend=BACKEND)
+    fields, mom = _moments(noise_std=0.1)
+    out = eof.compute(fields, mom, params={"n_modes": 2, "method": "auto", "fields": ["sst"]}, backend=BACKEND)
     assert set(out.data_vars) == {"eof", "pc", "eigenvalue", "variance_fraction", "north_error",
                                   "eof_correlation", "eof_covariance"}
     np.testing.assert_array_equal(out["mode"].values, [1, 2])
@@ -104,15 +114,18 @@ def test_layout_units_and_nan_placement():
 
 
 def test_errors():
-    _, mom = _moments()
-    with pytest.raises(ValueError, match=r"^n_modes=7 exceeds the rank \(3\) of the sst anomalies; ask for at most 3 modes\.$"):
-        eof.compute(mom, params={"n_modes": 7}, backend=BACKEND)
+    fields, mom = _moments()
+    for method in ("exact", "gram"):
+        with pytest.raises(ValueError, match=r"^n_modes=7 exceeds the rank \(3\) of the sst anomalies; ask for at most 3 modes\.$"):
+            eof.compute(fields, mom, params={"n_modes": 7, "method": method}, backend=BACKEND)
     with pytest.raises(ValueError, match="eof.n_modes must be an integer of at least 1; got 0"):
-        eof.compute(mom, params={"n_modes": 0}, backend=BACKEND)
-    with pytest.raises(ValueError, match="eof.method must be one of auto, time, space, svd; got 'pca'"):
-        eof.compute(mom, params={"n_modes": 2, "method": "pca"}, backend=BACKEND)
-    with pytest.raises(ValueError, match="moments store of sst lacks covariance"):
-        eof.compute(mom.drop_vars("covariance"), params={"n_modes": 2}, backend=BACKEND)
+        eof.compute(fields, mom, params={"n_modes": 0}, backend=BACKEND)
+    with pytest.raises(ValueError, match="eof.method must be one of auto, gram, space, randomized, exact; got 'pca'"):
+        eof.compute(fields, mom, params={"n_modes": 2, "method": "pca"}, backend=BACKEND)
+    with pytest.raises(ValueError, match="needs the time covariance, but the moments store of sst kept none"):
+        eof.compute(fields, mom.drop_vars("covariance"), params={"n_modes": 2, "method": "gram"}, backend=BACKEND)
+    with pytest.raises(ValueError, match="'exact' needs the whole sst matrix in memory"):
+        eof.compute(fields, mom, params={"n_modes": 2, "method": "exact", "memory_budget_mb": 0.001}, backend=BACKEND)
 
 
 def test_run_round_trip(tmp_path):
@@ -121,9 +134,9 @@ def test_run_round_trip(tmp_path):
     mom_path, eof_path = tmp_path / "moments" / "sst.zarr", tmp_path / "eof" / "sst.zarr"
     moments.run(src, mom_path, params={"weights": "sqrt_coslat", "min_time_steps": 3}, backend="numpy")
     params = {"fields": ["sst"], "n_modes": 3, "method": "auto"}
-    eof.run(mom_path, eof_path, params=params, backend="numpy")
+    eof.run(src, mom_path, eof_path, params=params, backend="numpy")
     back = io.open_store(eof_path)
-    expected = eof.compute(io.open_store(mom_path), params=params, backend=BACKEND)
+    expected = eof.compute(fields, io.open_store(mom_path), params=params, backend=BACKEND)
     for name in expected.data_vars:
         np.testing.assert_array_equal(back[name].values, expected[name].values)
     np.testing.assert_array_equal(back["time"].values, fields["time"].values)

@@ -102,19 +102,22 @@ def test_attributes_and_coordinates():
     np.testing.assert_array_equal(out["lat"].values, ds["lat"].values)
 
 
-def test_float32_field_stays_float32():
+def test_float32_field_accumulates_in_float64_by_default_and_float32_on_request():
     ds = _fields(dtype="float32")
-    out = moments.compute(ds, params={}, backend=BACKEND)
-    for name in ("mean", "std", "anomaly", "covariance"):
-        assert out[name].dtype == np.float32, name
-    xw = _weighted_reference(ds)
+    xw = _weighted_reference(ds)  # float64 reference from the float32 values
     ref = xw @ xw.T / (xw.shape[0] - 1)
-    np.testing.assert_allclose(out["covariance"].values, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    out = moments.compute(ds, params={}, backend=BACKEND)
+    assert out["covariance"].dtype == np.float64
+    np.testing.assert_allclose(out["covariance"].values, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    out32 = moments.compute(ds, params={"precision": "float32"}, backend=BACKEND)
+    for name in ("anomaly", "covariance"):
+        assert out32[name].dtype == np.float32, name
+    np.testing.assert_allclose(out32["covariance"].values, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
 
 
 def test_errors_name_the_field_and_parameter():
     ds = _fields()
-    with pytest.raises(ValueError, match="fields store of sst has no 'field' variable"):
+    with pytest.raises(ValueError, match="fields dataset of sst has no 'field' variable"):
         moments.compute(ds.drop_vars("field"), params={}, backend=BACKEND)
     with pytest.raises(ValueError, match=r"The sst field is entirely missing"):
         moments.compute(ds.assign(field=ds["field"] * np.nan), params={}, backend=BACKEND)

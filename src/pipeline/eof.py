@@ -1,21 +1,35 @@
-"""The eof stage: leading EOFs, PCs and their diagnostics from a moments store.
+"""The eof stage: leading EOFs, PCs and their diagnostics, streamed.
 
-Reads ``moments/{field}.zarr`` and writes ``eof/{field}.zarr`` as described in
-``docs/stores.md``. The weighted anomaly matrix ``X_w`` of the complete cells
-(anomaly times the stored latitude weight) is decomposed by
-:func:`pipeline.kernels.eof.eof_decomposition`; ``method: auto`` reuses the
-covariance kept in the moments store (``time`` or ``space``), an explicit
-``time``/``space`` recomputes it when the stored one is the other kind, and
-``svd`` works on ``X_w`` directly.
+Reads a field (``fields/{field}.zarr``) and its moments store and writes
+``eof/{field}.zarr`` as described in ``docs/stores.md``. The field is read in
+blocks within ``memory_budget_mb``; anomalies are formed on the fly from the
+stored mean, weighted by the stored latitude weight, over the complete cells.
 
-Config section ``eof``: ``n_modes`` (int ≥ 1, default 5) and ``method``
-(``auto`` | ``time`` | ``space`` | ``svd``, default ``auto``); the ``fields``
-key belongs to the workflow and is ignored here.
+Methods (``docs/methods.md`` gives passes, memory and accuracy):
+
+* ``gram`` -- eigendecomposition of the ``n × n`` Gram matrix kept by the
+  moments stage, then one projection pass over spatial tiles giving the EOFs
+  and the correlation/covariance maps.
+* ``space`` -- eigendecomposition of the ``p × p`` covariance kept by the
+  moments stage, then one pass over time blocks giving the PCs and the maps.
+* ``randomized`` -- a randomized range finder on the time side (Halko et al.
+  2011): one sketch pass and ``power_iterations`` passes, each keeping only
+  ``n × (k + oversample)`` numbers, a Rayleigh–Ritz step, then the projection
+  pass. Needs no covariance.
+* ``exact`` -- the thin SVD of the whole weighted anomaly matrix, in memory.
+
+``auto`` (see :func:`choose_method`) takes ``exact`` for small matrices,
+otherwise the covariance the moments stage kept, otherwise ``randomized``.
+The aliases ``time`` and ``svd`` mean ``gram`` and ``exact``.
+
+Sign rule: the largest-magnitude element of each EOF is positive; its PC and
+maps flip with it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -23,152 +37,375 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pipeline import grid, io
+from pipeline import grid, io, moments, stream
 from pipeline.backend import Backend, resolve, to_numpy
 from pipeline.kernels import eof as kernels
-from pipeline.kernels.moments import weight_columns
+from pipeline.kernels import streaming as ks
 
 log = logging.getLogger(__name__)
 
 STAGE = "eof"
-METHODS = ("auto", *kernels.METHODS)
-DEFAULTS: dict[str, Any] = {"n_modes": 5, "method": "auto"}
-REQUIRED = ("anomaly", "valid", "weight", "covariance")
+METHODS = ("auto", "gram", "space", "randomized", "exact")
+ALIASES = {"time": "gram", "svd": "exact"}
+DEFAULTS: dict[str, Any] = {
+    "n_modes": 5,
+    "method": "auto",
+    "memory_budget_mb": 1024,
+    "precision": "float64",
+    "power_iterations": 4,
+    "oversample": 10,
+    "seed": 0,
+    "exact_max_mb": 64,
+}
 
 
-def _params(params: dict[str, Any]) -> tuple[int, str]:
-    """Validated ``(n_modes, method)`` from the config section."""
+def _params(params: dict[str, Any]) -> dict[str, Any]:
+    """The config section with defaults, validated; method aliases resolved."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict (the 'eof' config section); got {type(params).__name__}.")
-    n_modes = params.get("n_modes", DEFAULTS["n_modes"])
+    p = {**DEFAULTS, **{k: v for k, v in params.items() if k != "fields"}}
+    n_modes = p["n_modes"]
     if isinstance(n_modes, bool) or not isinstance(n_modes, int) or n_modes < 1:
         raise ValueError(f"eof.n_modes must be an integer of at least 1; got {n_modes!r}.")
-    method = params.get("method", DEFAULTS["method"])
-    if method not in METHODS:
-        raise ValueError(f"eof.method must be one of {', '.join(METHODS)}; got {method!r}.")
-    return n_modes, method
+    p["method"] = ALIASES.get(p["method"], p["method"])
+    if p["method"] not in METHODS:
+        raise ValueError(f"eof.method must be one of {', '.join(METHODS)}; got {params.get('method')!r}.")
+    if p["precision"] not in moments.PRECISIONS:
+        raise ValueError(f"eof.precision must be one of {', '.join(moments.PRECISIONS)}; got {p['precision']!r}.")
+    for key in ("power_iterations", "oversample", "seed"):
+        if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 0:
+            raise ValueError(f"eof.{key} must be a non-negative integer; got {p[key]!r}.")
+    return p
 
 
-def _check_store(moments_ds: xr.Dataset) -> str:
-    """The field name, after checking the moments Dataset has what the stage reads."""
-    if not isinstance(moments_ds, xr.Dataset):
-        raise TypeError(f"moments_ds must be an xarray Dataset; got {type(moments_ds).__name__}.")
-    name = str(moments_ds.attrs.get("field_name", "field"))
-    missing = [v for v in REQUIRED if v not in moments_ds.variables]
-    if missing:
-        raise ValueError(f"The moments store of {name} lacks {', '.join(missing)}; rerun the moments stage.")
-    kind = moments_ds["covariance"].attrs.get("kind")
-    if kind not in ("time", "space"):
+def choose_method(n_time: int, n_cells: int, kind: str | None, exact_max_mb: float = 64) -> str:
+    """What ``auto`` picks for an ``n_time × n_cells`` matrix whose moments kept covariance ``kind``.
+
+    ``exact`` when the float64 matrix is at most ``exact_max_mb``; otherwise
+    ``gram`` or ``space`` when the moments stage kept that covariance;
+    otherwise ``randomized``.
+    """
+    if n_time * n_cells * 8 <= exact_max_mb * 2**20:
+        return "exact"
+    if kind == "time":
+        return "gram"
+    if kind == "space":
+        return "space"
+    return "randomized"
+
+
+class _Field:
+    """The pieces every method needs: source, complete cells, mean, weights, accumulation dtype."""
+
+    def __init__(self, src: stream.FieldSource, mom: xr.Dataset, backend: Backend, precision: str, budget_mb: float):
+        self.src, self.backend, self.xp = src, backend, backend.xp
+        self.name = str(mom.attrs.get("field_name", src.attrs.get("field_name", "field")))
+        self.accum = getattr(self.xp, precision)
+        valid = mom["valid"].values.astype(bool)
+        self.cells = grid.CellIndex(valid=mom["valid"].astype(bool), flat=np.flatnonzero(valid.ravel()))
+        self.valid = valid
+        self.mean = np.where(valid, mom["mean"].values, 0.0)
+        self.weight = np.broadcast_to(mom["weight"].values[:, None], valid.shape) * valid
+        std = mom["std"].values
+        self.std = np.where(valid, std, np.nan)
+        self.total_variance = float(np.sum((self.weight * np.where(valid, std, 0.0)) ** 2))
+        self.n = src.shape[0]
+        self.budget = moments.tile_budget(budget_mb, src.dtype.itemsize, np.dtype(precision).itemsize)
+
+    def weighted(self, tile: stream.Tile, block: Any) -> tuple[Any, Any]:
+        """Anomaly (NaN-free, zero off the complete cells) and weighted anomaly of one block."""
+        xp = self.xp
+        n_t = tile.shape[0]
+        mean = self.backend.asarray(self.mean[tile.lat, tile.lon].ravel(), dtype=self.accum)
+        w = self.backend.asarray(self.weight[tile.lat, tile.lon].ravel(), dtype=self.accum)
+        valid = self.backend.asarray(self.valid[tile.lat, tile.lon].ravel())
+        x = xp.reshape(xp.astype(block, self.accum), (n_t, -1)) - mean[None, :]
+        a = xp.where(valid[None, :], x, xp.zeros_like(x))
+        return a, a * w[None, :]
+
+    def tiles(self) -> list[stream.Tile]:
+        return stream.plan_tiles(self.src, self.budget)
+
+    def stream(self, tiles: list[stream.Tile], what: str):
+        return stream.stream(self.src, tiles, self.backend, label=f"{what} of {self.name}")
+
+
+def _check_rank(values: np.ndarray, shape: tuple[int, int], n_modes: int, name: str) -> int:
+    rank = kernels.numerical_rank(values, shape)
+    if n_modes > rank:
+        raise ValueError(f"n_modes={n_modes} exceeds the rank ({rank}) of the {name} anomalies; ask for at most {rank} modes.")
+    return rank
+
+
+def _projection_pass(f: _Field, u: Any, s: Any) -> dict[str, np.ndarray]:
+    """EOFs and maps from time-side singular vectors ``u`` and values ``s``, one pass over tiles."""
+    xp = f.xp
+    nlat, nlon = f.cells.valid.shape
+    k = u.shape[1]
+    out = {key: np.full((k, nlat, nlon), np.nan) for key in ("eof", "correlation", "covariance")}
+    pc = u * s[None, :]
+    pc_norm = xp.linalg.vector_norm(pc, axis=0)
+    sigma = pc_norm / math.sqrt(f.n - 1.0)
+    for tile, block in f.stream(f.tiles(), "eof projection"):
+        a, xw = f.weighted(tile, block)
+        shape = (k, *tile.shape[1:])
+        out["eof"][:, tile.lat, tile.lon] = to_numpy(xp.matrix_transpose(ks.project(xw, u, s))).reshape(shape)
+        cross = ks.pc_moments(a, pc)
+        a_norm = xp.linalg.vector_norm(a, axis=0)
+        corr = cross / xp.where(a_norm > 0, a_norm, xp.ones_like(a_norm))[:, None] / pc_norm[None, :]
+        out["correlation"][:, tile.lat, tile.lon] = to_numpy(xp.matrix_transpose(corr)).reshape(shape)
+        cov = cross / (f.n - 1.0) / sigma[None, :]
+        out["covariance"][:, tile.lat, tile.lon] = to_numpy(xp.matrix_transpose(cov)).reshape(shape)
+    for key in ("eof", "correlation", "covariance"):
+        out[key][:, ~f.valid] = np.nan
+    out["pc"] = to_numpy(pc)
+    return out
+
+
+def _gram(f: _Field, mom: xr.Dataset, n_modes: int) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    xp = f.xp
+    g = f.backend.asarray(mom["covariance"].values, dtype=f.accum)
+    values, vectors = xp.linalg.eigh(g)
+    values, vectors = xp.flip(values, axis=0), xp.flip(vectors, axis=1)
+    rank = _check_rank(values, (f.n, f.cells.n_features), n_modes, f.name)
+    lam = values[:n_modes]
+    s = xp.sqrt(lam * (f.n - 1.0))
+    return _projection_pass(f, vectors[:, :n_modes], s), to_numpy(lam), rank
+
+
+def _randomized(f: _Field, p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    """Randomized subspace iteration on the time side, finished with ``B = Qᵀ X_w``.
+
+    Passes: one sketch ``Y = X_w Ω``; ``power_iterations`` passes
+    ``Y ← X_w X_wᵀ Q``; one last pass keeping ``Z = X_wᵀ Q`` (cells × l), whose
+    small SVD gives the EOFs, PCs and, with the stored standard deviations,
+    the correlation and covariance maps, so no projection pass is needed.
+    """
+    xp, k = f.xp, p["n_modes"]
+    width = min(k + p["oversample"], f.n, f.cells.n_features)
+    tiles = f.tiles()
+    y = xp.zeros((f.n, width), dtype=f.accum)
+    for tile, block in f.stream(tiles, "randomized sketch"):
+        _, xw = f.weighted(tile, block)
+        omega = np.random.default_rng([p["seed"], tile.index]).standard_normal((xw.shape[1], width))
+        y = ks.sketch_update(y, xw, f.backend.asarray(omega, dtype=f.accum))
+    for it in range(p["power_iterations"]):
+        q = ks.orthonormalize(y)
+        y = xp.zeros_like(q)
+        for tile, block in f.stream(tiles, f"power iteration {it + 1}"):
+            _, xw = f.weighted(tile, block)
+            y = ks.power_update(y, xw, q)
+    q = ks.orthonormalize(y)
+    nlat, nlon = f.cells.valid.shape
+    z = np.zeros((width, nlat, nlon))
+    for tile, block in f.stream(tiles, "randomized range"):
+        _, xw = f.weighted(tile, block)
+        z[:, tile.lat, tile.lon] = to_numpy(xp.matrix_transpose(xp.matrix_transpose(xw) @ q)).reshape(width, *tile.shape[1:])
+    z = z.reshape(width, -1)[:, f.cells.flat].T  # (cells, l) = X_wᵀ Q
+    u_small, sing, vt = np.linalg.svd(z.T, full_matrices=False)  # Zᵀ = Qᵀ X_w = Ũ Σ Vᵀ
+    values = sing**2 / (f.n - 1.0)
+    rank = _check_rank(values, (f.n, f.cells.n_features), k, f.name)
+    eof_fk = vt[:k].T
+    pc = to_numpy(q) @ (u_small[:, :k] * sing[:k])
+    return _maps_from_eofs(f, eof_fk, pc, sing[:k]), values[:k], rank
+
+
+def _maps_from_eofs(f: _Field, eof_fk: np.ndarray, pc: np.ndarray, sing: np.ndarray) -> dict[str, np.ndarray]:
+    """Grids of the EOFs and their maps when ``X_wᵀ pc = eof · s²`` is known without a pass.
+
+    The unweighted anomaly of cell c is ``X_w[:, c] / w_c``, so its cross
+    product with PC m is ``eof_cm s_m² / w_c``; the norms come from the stored
+    standard deviations. Cells of zero weight get NaN maps.
+    """
+    w = f.weight.ravel()[f.cells.flat]
+    std = np.sqrt(np.nan_to_num(f.std.ravel()[f.cells.flat]) ** 2)
+    cross = eof_fk * sing[None, :] ** 2 / np.where(w > 0, w, np.nan)[:, None]
+    pc_norm = np.linalg.norm(pc, axis=0)
+    a_norm = std * math.sqrt(f.n - 1.0)
+    grids = {"pc": pc}
+    nlat, nlon = f.cells.valid.shape
+    for key, values_fk in (("eof", eof_fk),
+                           ("correlation", cross / np.where(a_norm > 0, a_norm, np.nan)[:, None] / pc_norm[None, :]),
+                           ("covariance", cross / (f.n - 1.0) / (pc_norm / math.sqrt(f.n - 1.0))[None, :])):
+        full = np.full((eof_fk.shape[1], nlat * nlon), np.nan)
+        full[:, f.cells.flat] = values_fk.T
+        grids[key] = full.reshape(-1, nlat, nlon)
+    return grids
+
+
+def _space(f: _Field, mom: xr.Dataset, n_modes: int) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    xp = f.xp
+    c = f.backend.asarray(mom["covariance"].values, dtype=f.accum)
+    values, vectors = xp.linalg.eigh(c)
+    values, vectors = xp.flip(values, axis=0), xp.flip(vectors, axis=1)
+    rank = _check_rank(values, (f.n, f.cells.n_features), n_modes, f.name)
+    v = vectors[:, :n_modes]
+    flat = f.backend.asarray(f.cells.flat)
+    pcs, cross = [], xp.zeros((f.cells.n_features, n_modes), dtype=f.accum)
+    for tile, block in f.stream(stream.plan_time_blocks(f.src, f.budget), "eof pcs"):
+        a, xw = f.weighted(tile, block)
+        pc_b = xp.take(xw, flat, axis=1) @ v
+        cross = cross + ks.pc_moments(xp.take(a, flat, axis=1), pc_b)
+        pcs.append(to_numpy(pc_b))
+    pc = np.concatenate(pcs)
+    pc_norm = np.linalg.norm(pc, axis=0)
+    std = np.sqrt(np.asarray(mom["std"].values).ravel()[f.cells.flat] ** 2 * (f.n - 1.0))
+    cross = to_numpy(cross)
+    nlat, nlon = f.cells.valid.shape
+    grids = {}
+    for key, values_fk in (("eof", to_numpy(v)), ("correlation", cross / std[:, None] / pc_norm[None, :]),
+                           ("covariance", cross / (f.n - 1.0) / (pc_norm / math.sqrt(f.n - 1.0))[None, :])):
+        full = np.full((n_modes, nlat * nlon), np.nan)
+        full[:, f.cells.flat] = values_fk.T
+        grids[key] = full.reshape(n_modes, nlat, nlon)
+    grids["pc"] = pc
+    return grids, to_numpy(values[:n_modes]), rank
+
+
+def _exact(f: _Field, p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    xp = f.xp
+    need = f.n * f.cells.n_features * np.dtype(p["precision"]).itemsize
+    if need > p["memory_budget_mb"] * 2**20:
         raise ValueError(
-            f"The covariance in the moments store of {name} has kind {kind!r}; expected 'time' or 'space'."
+            f"eof.method 'exact' needs the whole {f.name} matrix in memory ({need / 2**20:.0f} MB), more than "
+            f"eof.memory_budget_mb={p['memory_budget_mb']}; use gram or randomized."
         )
-    return name
+    flat = f.backend.asarray(f.cells.flat)
+    whole = stream.Tile(0, slice(0, f.n), slice(0, f.src.shape[1]), slice(0, f.src.shape[2]))
+    for _, block in f.stream([whole], "exact read"):
+        a, xw = f.weighted(whole, block)
+    res = kernels.eof_decomposition(xp.take(xw, flat, axis=1), p["n_modes"], method="svd", label=f.name)
+    a_c = xp.take(a, flat, axis=1)
+    u_s = res.pc
+    nlat, nlon = f.cells.valid.shape
+    grids = {"pc": to_numpy(u_s)}
+    for key, values_fk in (("eof", res.eof), ("correlation", kernels.eof_correlation(a_c, u_s)),
+                           ("covariance", kernels.eof_covariance(a_c, u_s))):
+        full = np.full((p["n_modes"], nlat * nlon), np.nan)
+        full[:, f.cells.flat] = to_numpy(values_fk).T
+        grids[key] = full.reshape(p["n_modes"], nlat, nlon)
+    return grids, to_numpy(res.eigenvalue), res.rank
 
 
-def _mode_var(values: np.ndarray, cells: grid.CellIndex, mode: np.ndarray, long: str, units: str) -> xr.DataArray:
-    """A ``(mode, lat, lon)`` variable from ``(feature, mode)`` host values."""
-    return grid.from_matrix(values.T, cells, leading={"mode": mode}, attrs={"long_name": long, "units": units})
+def _apply_sign_rule(out: dict[str, np.ndarray]) -> None:
+    """Largest-magnitude element of each EOF positive; PCs and maps flip with it (in place)."""
+    flat = out["eof"].reshape(out["eof"].shape[0], -1)
+    peak = flat[np.arange(flat.shape[0]), np.nanargmax(np.abs(flat), axis=1)]
+    sign = np.where(peak < 0, -1.0, 1.0)
+    for key in ("eof", "correlation", "covariance"):
+        out[key] *= sign[:, None, None]
+    out["pc"] *= sign[None, :]
 
 
-def _dataset(res: dict[str, Any], cells: grid.CellIndex, moments_ds: xr.Dataset, name: str) -> xr.Dataset:
-    """Assemble the eof store from host results."""
-    units = str(moments_ds.attrs.get("field_units", moments_ds["anomaly"].attrs.get("units", "1")))
-    mode = np.arange(1, res["eigenvalue"].size + 1)
-    weighting = str(moments_ds["weight"].attrs.get("weighting", moments_ds.attrs.get("weighting", "unknown")))
-    ds = xr.Dataset(
-        {
-            "eof": _mode_var(res["eof"], cells, mode, f"EOF of {name} (unit norm in weighted space)", "1"),
-            "pc": xr.DataArray(res["pc"], dims=("time", "mode"),
-                               attrs={"long_name": f"principal component of {name} (unscaled)", "units": units}),
-            "eigenvalue": ("mode", res["eigenvalue"],
-                           {"long_name": f"variance of the {name} mode", "units": f"({units})^2"}),
-            "variance_fraction": ("mode", res["eigenvalue"] / res["total_variance"],
-                                  {"long_name": "fraction of total weighted variance", "units": "1"}),
-            "north_error": ("mode", res["north_error"],
-                            {"long_name": "North et al. (1982) eigenvalue sampling error", "units": f"({units})^2"}),
-            "eof_correlation": _mode_var(res["correlation"], cells, mode,
-                                         f"correlation of {name} anomaly with the PC", "1"),
-            "eof_covariance": _mode_var(res["covariance"], cells, mode,
-                                        f"covariance of {name} anomaly with the unit-variance PC", units),
-        },
-        coords={"time": moments_ds["time"], "mode": ("mode", mode, {"long_name": "EOF mode number", "units": "1"})},
-        attrs={"field_name": name, "field_units": units, "method": res["method"],
-               "weighting": weighting,
-               "n_samples": int(moments_ds.sizes["time"]), "rank": int(res["rank"]),
-               "total_variance": float(res["total_variance"])},
-    )
-    return ds
-
-
-def compute(moments_ds: xr.Dataset, *, params: dict[str, Any], backend: Backend) -> xr.Dataset:
-    """EOF analysis of the weighted anomalies held in a moments Dataset.
+def compute(source: Any, moments_ds: xr.Dataset, *, params: dict[str, Any], backend: Backend) -> xr.Dataset:
+    """EOF analysis of a field, streamed, given its moments.
 
     Parameters
     ----------
+    source : path, xr.Dataset, xr.DataArray or FieldSource
+        The field (see :func:`pipeline.stream.open_source`).
     moments_ds : xr.Dataset
-        A moments store (``anomaly``, ``valid``, ``weight``, ``covariance``).
+        Its moments store (``mean``, ``std``, ``valid``, ``weight`` and, for
+        ``gram``/``space``, ``covariance``).
     params : dict
-        The ``eof`` config section (``n_modes``, ``method``).
+        The ``eof`` config section.
     backend : Backend
-        Array backend for the kernels.
+        Array backend.
 
     Returns
     -------
     xr.Dataset
-        The eof store of ``docs/stores.md``; NaN in the maps where a cell is
-        not complete.
-
-    Raises
-    ------
-    ValueError
-        On an invalid parameter, a moments store missing a variable, or
-        ``n_modes`` above the numerical rank of the anomalies.
+        The eof store of ``docs/stores.md``.
     """
-    n_modes, method = _params(params)
-    name = _check_store(moments_ds)
-    anomaly = moments_ds["anomaly"].transpose("time", "lat", "lon")
-    cells = grid.complete_cells(anomaly, name)
-    a_host = grid.to_matrix(anomaly, cells)
-    weight = moments_ds["weight"].reindex(lat=anomaly["lat"]).values
-    w_cells = np.broadcast_to(weight[:, None], anomaly.shape[1:]).ravel()[cells.flat]
-    stored_kind = moments_ds["covariance"].attrs["kind"]
-    method = stored_kind if method == "auto" else method
-
+    p = _params(params)
+    src = stream.open_source(source)
+    for var in ("mean", "std", "valid", "weight"):
+        if var not in moments_ds:
+            raise ValueError(f"The moments store lacks {var!r}; rerun the moments stage.")
+    f = _Field(src, moments_ds, backend, p["precision"], p["memory_budget_mb"])
+    kind = moments_ds["covariance"].attrs.get("kind") if "covariance" in moments_ds else None
+    method = p["method"]
+    if method == "auto":
+        method = choose_method(f.n, f.cells.n_features, kind, p["exact_max_mb"])
+    if method in ("gram", "space") and kind != {"gram": "time", "space": "space"}[method]:
+        need = "time" if method == "gram" else "space"
+        raise ValueError(
+            f"eof.method {method!r} needs the {need} covariance, but the moments store of {f.name} kept "
+            f"{kind or 'none'}; set moments.covariance: {need} or choose another method."
+        )
     start = time.perf_counter()
-    a = backend.asarray(a_host)
-    cov = backend.asarray(moments_ds["covariance"].values, dtype=a.dtype) if method == stored_kind else None
-    xw = weight_columns(a, backend.asarray(w_cells, dtype=a.dtype))
-    res = kernels.eof_decomposition(xw, n_modes, method=method, covariance=cov, label=name)
-    out = {
-        "eof": to_numpy(res.eof), "pc": to_numpy(res.pc), "eigenvalue": to_numpy(res.eigenvalue),
-        "north_error": to_numpy(kernels.north_error(res.eigenvalue, a_host.shape[0])),
-        "correlation": to_numpy(kernels.eof_correlation(a, res.pc)),
-        "covariance": to_numpy(kernels.eof_covariance(a, res.pc)),
-        "total_variance": res.total_variance, "rank": res.rank, "method": res.method,
-    }
-    log.info("eof of %s: %d modes of a %d x %d weighted anomaly matrix by %s (rank %d, %.1f%% of variance), "
-             "%.3f s on %s", name, n_modes, *a_host.shape, method, res.rank,
-             100.0 * float(out["eigenvalue"].sum()) / res.total_variance, time.perf_counter() - start, backend.name)
-    return _dataset(out, cells, moments_ds, name)
+    if method == "gram":
+        out, lam, rank = _gram(f, moments_ds, p["n_modes"])
+    elif method == "space":
+        out, lam, rank = _space(f, moments_ds, p["n_modes"])
+    elif method == "randomized":
+        out, lam, rank = _randomized(f, p)
+    else:
+        out, lam, rank = _exact(f, p)
+    _apply_sign_rule(out)
+    log.info("eof of %s: %d modes of %d x %d by %s (%.1f%% of variance), %.2f s on %s", f.name, p["n_modes"], f.n,
+             f.cells.n_features, method, 100 * lam.sum() / f.total_variance, time.perf_counter() - start, backend.name)
+    return _dataset(out, lam, rank, method, f, moments_ds)
 
 
-def run(moments_store: str | os.PathLike, output: str | os.PathLike, *, params: dict[str, Any],
-        backend: str = "auto") -> None:
-    """Read a moments store, compute its EOFs and write the eof store.
+def _dataset(out, lam, rank, method, f: _Field, mom: xr.Dataset) -> xr.Dataset:
+    name = f.name
+    units = str(mom.attrs.get("field_units", f.src.units or "1"))
+    mode = np.arange(1, lam.size + 1)
+    grid_coords = {"lat": mom["lat"], "lon": mom["lon"]}
 
-    Parameters
-    ----------
-    moments_store : path-like
-        ``moments/{field}.zarr``.
-    output : path-like
-        ``eof/{field}.zarr``, written atomically with provenance.
-    params : dict
-        The ``eof`` config section.
-    backend : {"auto", "numpy", "cupy"}
-        Array backend.
+    def maps(key, long, unit):
+        return xr.DataArray(out[key], dims=("mode", "lat", "lon"), coords=grid_coords,
+                            attrs={"long_name": long, "units": unit})
+
+    return xr.Dataset(
+        {
+            "eof": maps("eof", f"EOF of {name} (unit norm in weighted space)", "1"),
+            "pc": (("time", "mode"), out["pc"], {"long_name": f"principal component of {name} (unscaled)", "units": units}),
+            "eigenvalue": ("mode", lam, {"long_name": f"variance of the {name} mode", "units": f"({units})^2"}),
+            "variance_fraction": ("mode", lam / f.total_variance,
+                                  {"long_name": "fraction of total weighted variance", "units": "1"}),
+            "north_error": ("mode", lam * math.sqrt(2.0 / f.n),
+                            {"long_name": "North et al. (1982) eigenvalue sampling error", "units": f"({units})^2"}),
+            "eof_correlation": maps("correlation", f"correlation of {name} anomaly with the PC", "1"),
+            "eof_covariance": maps("covariance", f"covariance of {name} anomaly with the unit-variance PC", units),
+        },
+        coords={"time": ("time", f.src.time, {"standard_name": "time"}),
+                "mode": ("mode", mode, {"long_name": "EOF mode number", "units": "1"})},
+        attrs={"field_name": name, "field_units": units, "method": method,
+               "weighting": str(mom["weight"].attrs.get("weighting", mom.attrs.get("weighting", "unknown"))),
+               "n_samples": int(f.n), "rank": int(rank), "total_variance": f.total_variance},
+    )
+
+
+def decompose(source: Any, *, n_modes: int, method: str = "auto", weights: str = "sqrt_coslat",
+              backend: str = "auto", memory_budget_mb: int = 512, precision: str = "float64",
+              power_iterations: int = 4, oversample: int = 10, seed: int = 0) -> xr.Dataset:
+    """Moments and EOFs of a field in one call (what the two stages do, without stores in between).
+
+    ``source`` is a fields-store path, an ``xr.Dataset`` with ``field`` or a
+    ``(time, lat, lon)`` ``xr.DataArray``. The moments pass keeps the covariance
+    only when ``method`` needs it.
     """
     b = resolve(backend)
+    method = ALIASES.get(method, method)
+    covariance = {"gram": "time", "space": "space", "randomized": "none", "exact": "none"}.get(method, "auto")
+    mom_params = {"weights": weights, "covariance": covariance, "memory_budget_mb": memory_budget_mb,
+                  "precision": precision, "store_anomaly_mb": 0}
+    src = stream.open_source(source)
+    mom = moments.compute(src, params=mom_params, backend=b)
+    eof_params = {"n_modes": n_modes, "method": method, "memory_budget_mb": memory_budget_mb,
+                  "precision": precision, "power_iterations": power_iterations, "oversample": oversample, "seed": seed}
+    return compute(src, mom, params=eof_params, backend=b)
+
+
+def run(field_store: str | os.PathLike, moments_store: str | os.PathLike, output: str | os.PathLike, *,
+        params: dict[str, Any], backend: str = "auto") -> None:
+    """Read a field and its moments store, compute the EOFs and write the eof store."""
+    b = resolve(backend)
     moments_ds = io.open_store(moments_store, what="moments store")
-    ds = compute(moments_ds, params=params, backend=b)
+    path = os.fspath(field_store)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"The fields store {path} does not exist; run the ingest stage first.")
+    ds = compute(path, moments_ds, params=params, backend=b)
     io.write_store(ds, output, stage=STAGE, params=params, backend=b.name)
-    log.info("wrote %s", output)

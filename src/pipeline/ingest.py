@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline import synthetic
-from pipeline.io import write_store
+from pipeline.io import streamed_field_store, write_store
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ ALIASES = {
     "lon": ("lon", "longitude", "nav_lon", "x_lon", "rlon"),
 }
 SYNTHETIC_KINDS = ("modes", "regression", "distribution")
+STREAM_BAND_MB = 64
 
 
 def open_source(name: str, spec: dict[str, Any]) -> xr.Dataset:
@@ -127,8 +128,6 @@ def canonical_field(ds: xr.Dataset, name: str, spec: dict[str, Any]) -> xr.Datas
     da = da.transpose("time", "lat", "lon").sortby("lat")
     if not np.issubdtype(da.dtype, np.floating):
         da = da.astype(np.float64)
-    if not bool(da.notnull().any()):
-        raise ValueError(f"Field {name!r}: variable {variable!r} is missing (NaN) everywhere.")
     return _attributes(da, ds, name, variable, spec)
 
 
@@ -149,7 +148,7 @@ def _rename_dims(da: xr.DataArray, name: str) -> xr.DataArray:
 def _attributes(da: xr.DataArray, ds: xr.Dataset, name: str, variable: str, spec: dict[str, Any]) -> xr.Dataset:
     units = spec.get("units") or da.attrs.get("units", "1")
     coords = {"time": da["time"].values, "lat": da["lat"].values.astype(np.float64), "lon": da["lon"].values.astype(np.float64)}
-    field = xr.DataArray(da.values, dims=da.dims, coords=coords)
+    field = xr.DataArray(da.variable.data, dims=da.dims, coords=coords)  # still lazy for a lazily opened source
     field.attrs = {
         "units": units,
         "long_name": spec.get("long_name") or da.attrs.get("long_name", name),
@@ -176,6 +175,7 @@ def compute(name: str, spec: dict[str, Any]) -> xr.Dataset:
         out = canonical_field(ds, name, spec).load()
     finally:
         ds.close()
+    _check_not_empty(out["field"], name)
     log.info(
         "ingested %s from %s: %d time steps x %d lat x %d lon, %.1f%% missing",
         name,
@@ -186,6 +186,57 @@ def compute(name: str, spec: dict[str, Any]) -> xr.Dataset:
     return out
 
 
+def _check_not_empty(field: xr.DataArray, name: str) -> None:
+    if not bool(field.notnull().any()):
+        raise ValueError(f"Field {name!r}: variable {field.attrs['source_variable']!r} is missing (NaN) everywhere.")
+
+
+def stream_copy(canon: xr.Dataset, output: str | os.PathLike, *, params: dict[str, Any],
+                band_mb: float = STREAM_BAND_MB) -> None:
+    """Write a lazily opened canonical field to ``output`` band by band (bounded memory).
+
+    The store is chunked for the EOF stages: all time steps, a band of
+    latitudes, all longitudes (``band_mb`` per chunk at most, split along
+    longitude if one latitude row is larger).
+    """
+    field = canon["field"]
+    n_time, n_lat, n_lon = field.shape
+    row = n_time * n_lon * field.dtype.itemsize
+    rows = max(1, min(n_lat, int(band_mb * 2**20 // row)))
+    lon_chunk = n_lon if row <= band_mb * 2**20 else max(1, int(band_mb * 2**20 // (n_time * field.dtype.itemsize)))
+    template = canon.drop_vars("field")
+    empty = True
+    with streamed_field_store(output, template, shape=field.shape, dtype=field.dtype, chunks=(n_time, rows, lon_chunk),
+                              field_attrs=dict(field.attrs), stage="ingest", params=params) as array:
+        for i0 in range(0, n_lat, rows):
+            band = np.asarray(field.isel(lat=slice(i0, i0 + rows)).values)
+            empty = empty and bool(np.isnan(band).all())
+            array[:, i0 : i0 + rows, :] = band
+            log.info("ingest %s: latitude rows %d-%d of %d copied", canon.attrs["field_name"], i0, i0 + band.shape[1], n_lat)
+        if empty:
+            _check_not_empty(xr.DataArray([np.nan], attrs=field.attrs), canon.attrs["field_name"])
+
+
 def run(name: str, output: str | os.PathLike, *, params: dict[str, Any]) -> None:
-    """Ingest field ``name`` (config entry ``params``) into the Zarr store ``output``."""
-    write_store(compute(name, params), output, stage="ingest", params=params)
+    """Ingest field ``name`` (config entry ``params``) into the Zarr store ``output``.
+
+    Small fields are read whole; a field larger than ``stream_above_mb`` (a key
+    of the field's entry, default 512) is copied band by band, and a synthetic
+    field with ``stream: true`` is generated straight into the store, so
+    neither ever sits whole in memory.
+    """
+    if params.get("source") == "synthetic" and params.get("stream"):
+        options = dict(params.get("options") or {})
+        synthetic.write_planted_modes_store(output, field_name=name, units=params.get("units", "K"), **options)
+        return
+    ds = open_source(name, params)
+    try:
+        canon = canonical_field(ds, name, params)
+        if canon["field"].nbytes > params.get("stream_above_mb", 512) * 2**20:
+            stream_copy(canon, output, params=params)
+            return
+        out = canon.load()
+    finally:
+        ds.close()
+    _check_not_empty(out["field"], name)
+    write_store(out, output, stage="ingest", params=params)

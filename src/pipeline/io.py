@@ -9,6 +9,8 @@ same provenance attributes (stage, its config section, backend, versions).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 import os
 import shutil
 import uuid
@@ -56,6 +58,49 @@ def provenance(stage: str, params: dict[str, Any] | None = None, backend: str | 
     if backend is not None:
         attrs["array_backend"] = backend
     return attrs
+
+
+@contextmanager
+def streamed_field_store(
+    path: str | os.PathLike,
+    template: xr.Dataset,
+    *,
+    shape: tuple[int, int, int],
+    dtype: Any,
+    chunks: tuple[int, int, int],
+    field_attrs: dict[str, Any],
+    stage: str,
+    params: dict[str, Any] | None = None,
+) -> Iterator[Any]:
+    """A fields store written block by block, atomically.
+
+    ``template`` holds the coordinates (``time``, ``lat``, ``lon``), any small
+    variables and the dataset attributes; they are written first, then the
+    ``field(time, lat, lon)`` Zarr array is created empty and yielded for the
+    caller to fill region by region (``array[:, i0:i1, :] = block``). The store
+    is renamed into place only when the block exits without error.
+    """
+    import zarr
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    out = template.copy(deep=False)
+    out.attrs = {**template.attrs, **provenance(stage, params)}
+    try:
+        out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+        group = zarr.open_group(tmp, mode="a")
+        array = group.create_array(
+            "field", shape=shape, chunks=chunks, dtype=dtype, fill_value=np.nan,
+            dimension_names=("time", "lat", "lon"), attributes=field_attrs,
+        )
+        yield array
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_store(

@@ -1,14 +1,30 @@
-"""The moments stage: time statistics, anomalies and the weighted covariance of a field.
+"""The moments stage: time statistics and the weighted covariance, streamed.
 
-Reads a ``fields/{field}.zarr`` store and writes ``moments/{field}.zarr`` as
-described in ``docs/stores.md``: per-cell ``mean``, ``std`` (divisor n−1) and
-``count`` over valid time steps, the ``valid`` mask of complete cells, the
-``anomaly`` field, the latitude ``weight`` and the weighted ``covariance`` of
-the complete cells, kept in the smaller dimension (attribute ``kind``).
+Reads a ``fields/{field}.zarr`` store (or any :class:`pipeline.stream.FieldSource`)
+in blocks whose size is set by a memory budget, never the whole field at once,
+and writes ``moments/{field}.zarr`` as described in ``docs/stores.md``:
+per-cell ``mean``, ``std`` (divisor n−1) and ``count`` over valid time steps,
+the ``valid`` mask of complete cells, the latitude ``weight``, the weighted
+``covariance`` of the complete cells kept in the smaller dimension (attribute
+``kind``), and the ``anomaly`` field when the field is small enough to keep.
 
-Config section ``moments``: ``weights`` (``none`` | ``coslat`` |
-``sqrt_coslat``, default ``sqrt_coslat``) and ``min_time_steps`` (int ≥ 2,
-default 3).
+How the covariance is accumulated depends on its kind:
+
+* ``time`` (``n_time ≤ n_cells``): one pass over spatial *tiles* holding all
+  time steps; each tile's statistics are exact (two-pass within the tile) and
+  its share of the Gram matrix ``X_w X_wᵀ`` is added to the accumulator. Tiles
+  can be split across jobs (``part``) and their partial sums merged by
+  :func:`reduce`.
+* ``space`` (``n_cells < n_time``): one pass over *time blocks* holding all
+  cells, merging statistics and the co-moment matrix by Chan et al. (1983).
+* ``none``: statistics only (for the randomized EOF solver, or when the
+  covariance would exceed ``max_covariance_mb``).
+
+Config section ``moments``: ``weights``, ``min_time_steps``, ``covariance``
+(``auto`` | ``time`` | ``space`` | ``none``), ``memory_budget_mb``,
+``precision`` (``float64`` | ``float32`` accumulation), ``max_covariance_mb``,
+``store_anomaly_mb`` (keep ``anomaly`` when the field is at most this size),
+``n_tiles`` (workflow: jobs the tile pass is split into).
 """
 
 from __future__ import annotations
@@ -16,130 +32,276 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from pipeline import grid, io
+from pipeline import grid, io, stream
 from pipeline.backend import Backend, resolve, to_numpy
-from pipeline.kernels import moments as kernels
+from pipeline.kernels import streaming as ks
 
 log = logging.getLogger(__name__)
 
 STAGE = "moments"
-DEFAULTS: dict[str, Any] = {"weights": "sqrt_coslat", "min_time_steps": 3}
+KINDS = ("auto", "time", "space", "none")
+PRECISIONS = ("float64", "float32")
+DEFAULTS: dict[str, Any] = {
+    "weights": "sqrt_coslat",
+    "min_time_steps": 3,
+    "covariance": "auto",
+    "memory_budget_mb": 1024,
+    "precision": "float64",
+    "max_covariance_mb": 4096,
+    "store_anomaly_mb": 256,
+}
 
 
-def _params(params: dict[str, Any]) -> tuple[str, int]:
-    """Validated ``(weights, min_time_steps)`` from the config section."""
+def _params(params: dict[str, Any]) -> dict[str, Any]:
+    """The config section with defaults filled in, validated."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict (the 'moments' config section); got {type(params).__name__}.")
-    weights = params.get("weights", DEFAULTS["weights"])
-    if weights not in grid.WEIGHTS:
-        raise ValueError(f"moments.weights must be one of {', '.join(grid.WEIGHTS)}; got {weights!r}.")
-    min_steps = params.get("min_time_steps", DEFAULTS["min_time_steps"])
-    if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 2:
-        raise ValueError(f"moments.min_time_steps must be an integer of at least 2; got {min_steps!r}.")
-    return weights, min_steps
+    p = {**DEFAULTS, **{k: v for k, v in params.items() if k != "n_tiles"}}
+    if p["weights"] not in grid.WEIGHTS:
+        raise ValueError(f"moments.weights must be one of {', '.join(grid.WEIGHTS)}; got {p['weights']!r}.")
+    steps = p["min_time_steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"moments.min_time_steps must be an integer of at least 2; got {steps!r}.")
+    if p["covariance"] not in KINDS:
+        raise ValueError(f"moments.covariance must be one of {', '.join(KINDS)}; got {p['covariance']!r}.")
+    if p["precision"] not in PRECISIONS:
+        raise ValueError(f"moments.precision must be one of {', '.join(PRECISIONS)}; got {p['precision']!r}.")
+    for key in ("memory_budget_mb", "max_covariance_mb", "store_anomaly_mb"):
+        if not isinstance(p[key], (int, float)) or p[key] < 0:
+            raise ValueError(f"moments.{key} must be a non-negative number; got {p[key]!r}.")
+    return p
 
 
-def _grid_var(field: xr.DataArray, values: np.ndarray, long_name: str, units: str) -> xr.DataArray:
-    """A ``(lat, lon)`` variable from a flat host array over all cells of ``field``."""
-    return xr.DataArray(values.reshape(field.shape[1:]), dims=("lat", "lon"),
-                        coords={"lat": field["lat"], "lon": field["lon"]},
-                        attrs={"long_name": long_name, "units": units})
+def tile_budget(memory_budget_mb: float, itemsize: int, accum_itemsize: int) -> int:
+    """Bytes of stored data per tile so that a stage stays within ``memory_budget_mb``.
+
+    Alive at once: the prefetched tiles (``stream`` keeps up to 4 host tiles)
+    and, on the compute side, the temporaries of the kernels: about ten
+    tile-sized arrays in the accumulation dtype (cast, masks, deviations,
+    anomaly, weighted anomaly, products), measured with tracemalloc.
+    Per-cell outputs (statistics, EOF maps) and the covariance come on top.
+    """
+    copies = 4 + 10 * accum_itemsize / itemsize
+    return max(1, int(memory_budget_mb * 2**20 / copies))
 
 
-def _dataset(field: xr.DataArray, name: str, stats: dict[str, np.ndarray], weight: xr.DataArray,
-             cells: grid.CellIndex, kind: str) -> xr.Dataset:
-    """Assemble the moments store from host arrays."""
-    units = str(field.attrs.get("units", "1"))
-    long = str(field.attrs.get("long_name", name))
-    valid = cells.valid.astype(bool).assign_attrs(long_name=f"complete cell (no missing time step) of {long}", units="1")
-    anomaly = xr.DataArray(stats["anomaly"].reshape(field.shape), dims=("time", "lat", "lon"), coords=field.coords,
-                           attrs={"long_name": f"anomaly of {long}", "units": units})
-    covariance = xr.DataArray(stats["covariance"], dims=("i", "j"), attrs={
-        "long_name": f"weighted covariance of {long} ({kind}, divisor n-1)", "units": f"({units})^2", "kind": kind})
-    return xr.Dataset(
-        {
-            "mean": _grid_var(field, stats["mean"], f"time mean over valid steps of {long}", units),
-            "std": _grid_var(field, stats["std"], f"standard deviation (ddof=1) over valid steps of {long}", units),
-            "count": _grid_var(field, stats["count"], f"number of valid time steps of {long}", "1"),
-            "valid": valid,
-            "anomaly": anomaly,
-            "weight": weight,
-            "covariance": covariance,
-        },
-        attrs={"field_name": name, "field_units": units, "weighting": weight.attrs["weighting"],
-               "n_samples": int(field.shape[0]), "n_complete_cells": cells.n_features},
-    )
+def covariance_kind(requested: str, n_time: int, n_cells: int, max_mb: float) -> str:
+    """The covariance to keep: the smaller dimension under ``auto``, ``none`` if too large."""
+    kind = ("time" if n_time <= n_cells else "space") if requested == "auto" else requested
+    size = {"time": n_time, "space": n_cells, "none": 0}[kind]
+    if requested == "auto" and size * size * 8 > max_mb * 2**20:
+        log.info("the %s covariance (%d x %d) exceeds max_covariance_mb=%s; keeping statistics only",
+                 kind, size, size, max_mb)
+        return "none"
+    return kind
 
 
-def compute(fields_ds: xr.Dataset, *, params: dict[str, Any], backend: Backend) -> xr.Dataset:
-    """Moments of the ``field`` variable of a fields Dataset.
+def _field_info(src: stream.FieldSource, min_steps: int) -> tuple[str, str]:
+    name = str(src.attrs.get("field_name", "field"))
+    if src.shape[0] < min_steps:
+        raise ValueError(f"The {name} field has {src.shape[0]} time steps, fewer than moments.min_time_steps={min_steps}.")
+    return name, src.units or str(src.attrs.get("field_units", "1"))
+
+
+def _tile_pass(src, tiles, backend, weight_lat, accum, keep_gram, anomaly_out):
+    """One pass over spatial tiles: per-cell statistics and the Gram sum."""
+    xp = backend.xp
+    n_time, n_lat, n_lon = src.shape
+    stats = {k: np.full((n_lat, n_lon), np.nan) for k in ("mean", "m2", "count")}
+    gram = xp.zeros((n_time, n_time), dtype=accum) if keep_gram else None
+    w_all = backend.asarray(weight_lat, dtype=accum)
+    for tile, block in stream.stream(src, tiles, backend, label=f"moments of {src.attrs.get('field_name', 'field')}"):
+        x = xp.reshape(xp.astype(block, accum), (n_time, -1))
+        m = ks.block_moments(x)
+        nlat_t, nlon_t = tile.shape[1:]
+        for key, value in zip(("count", "mean", "m2"), m):
+            stats[key][tile.lat, tile.lon] = to_numpy(value).reshape(nlat_t, nlon_t)
+        anomaly = x - m.mean[None, :]
+        if anomaly_out is not None:
+            anomaly_out[:, tile.lat, tile.lon] = to_numpy(anomaly).reshape(n_time, nlat_t, nlon_t)
+        if gram is not None:
+            complete = m.count == n_time
+            w = xp.reshape(xp.broadcast_to(w_all[tile.lat][:, None], (nlat_t, nlon_t)), (-1,))
+            xw = xp.where(complete[None, :], anomaly, xp.zeros_like(anomaly)) * w[None, :]
+            gram = ks.gram_update(gram, xw)
+    stats["count"] = np.nan_to_num(stats["count"]).astype(np.int64)
+    return stats, gram
+
+
+def _time_pass(src, blocks, backend, accum, anomaly_out):
+    """One pass over time blocks: Chan-merged statistics and co-moment of all cells."""
+    xp = backend.xp
+    state, como = None, None
+    for tile, block in stream.stream(src, blocks, backend, label=f"moments of {src.attrs.get('field_name', 'field')}"):
+        x = xp.reshape(xp.astype(block, accum), (tile.shape[0], -1))
+        part = ks.block_moments(x)
+        state = part if state is None else ks.merge_moments(state, part)
+        part_c = ks.block_comoment(x)
+        como = part_c if como is None else ks.merge_comoment(como, part_c)
+        if anomaly_out is not None:
+            anomaly_out[tile.time] = to_numpy(x).reshape(tile.shape)  # centred after the pass
+    shape = src.shape[1:]
+    stats = {k: to_numpy(v).reshape(shape) for k, v in zip(("count", "mean", "m2"), state)}
+    stats["count"] = stats["count"].astype(np.int64)
+    if anomaly_out is not None:
+        anomaly_out -= np.where(stats["count"] > 0, stats["mean"], np.nan)[None]
+    return stats, como.comoment
+
+
+def compute(
+    source: Any,
+    *,
+    params: dict[str, Any],
+    backend: Backend,
+    part: tuple[int, int] | None = None,
+) -> xr.Dataset:
+    """Moments of a field, streamed in blocks within ``memory_budget_mb``.
 
     Parameters
     ----------
-    fields_ds : xr.Dataset
-        A fields store: ``field(time, lat, lon)`` with NaN for missing values,
-        attribute ``field_name`` and ``field.attrs["units"]``.
+    source : path, xr.Dataset, xr.DataArray or FieldSource
+        The field (see :func:`pipeline.stream.open_source`).
     params : dict
-        The ``moments`` config section (``weights``, ``min_time_steps``).
+        The ``moments`` config section.
     backend : Backend
-        Array backend for the kernels (see :func:`pipeline.backend.resolve`).
+        Array backend for the kernels.
+    part : (i, n), optional
+        Compute only the i-th of n groups of spatial tiles and return a
+        *partial* Dataset (statistics of those cells, unnormalized Gram sum)
+        for :func:`reduce`; only for the ``time`` and ``none`` kinds.
 
     Returns
     -------
     xr.Dataset
-        The moments store of ``docs/stores.md``.
-
-    Raises
-    ------
-    ValueError
-        If ``field`` is missing, all NaN, has no complete cell, has fewer time
-        steps than ``min_time_steps``, or a parameter is invalid.
+        The moments store of ``docs/stores.md`` (or a partial one).
     """
-    weights, min_steps = _params(params)
-    field, name = grid.field_of(fields_ds, min_steps, f"moments.min_time_steps={min_steps}")
-    cells = grid.complete_cells(field, name)
-    dtype = field.dtype if field.dtype in (np.float32, np.float64) else np.float64
-    n_time = field.sizes["time"]
-    host = np.asarray(field.values, dtype=dtype).reshape(n_time, -1)
-    weight = grid.latitude_weights(field["lat"], weights)
-    w_cells = np.broadcast_to(weight.values[:, None], field.shape[1:]).ravel()[cells.flat]
+    p = _params(params)
+    src = stream.open_source(source)
+    name, units = _field_info(src, p["min_time_steps"])
+    n_time, n_lat, n_lon = src.shape
+    accum = getattr(backend.xp, p["precision"])
+    kind = covariance_kind(p["covariance"], n_time, n_lat * n_lon, p["max_covariance_mb"])
+    if part is not None and kind == "space":
+        raise ValueError(f"The {name} field needs the space covariance, which cannot be split over tiles; set moments.n_tiles: 1.")
+    weight = grid.latitude_weights(xr.DataArray(src.lat, dims="lat", coords={"lat": src.lat}), p["weights"])
+    keep_anomaly = part is None and src.nbytes <= p["store_anomaly_mb"] * 2**20
+    anomaly = np.empty(src.shape, dtype=np.dtype(p["precision"])) if keep_anomaly else None
+    budget = tile_budget(p["memory_budget_mb"], src.dtype.itemsize, np.dtype(p["precision"]).itemsize)
 
     start = time.perf_counter()
-    xp = backend.xp
-    x = backend.asarray(host)
-    mom = kernels.time_moments(x)
-    complete = xp.take(mom.anomaly, backend.asarray(cells.flat), axis=1)
-    cov, kind = kernels.weighted_covariance(complete, backend.asarray(w_cells, dtype=x.dtype))
-    stats = {k: to_numpy(v) for k, v in mom._asdict().items()}
-    stats["covariance"] = to_numpy(cov)
-    log.info("moments of %s: %d time steps x %d cells (%d complete), %s weights, %s covariance %s, %.3f s on %s",
-             name, n_time, host.shape[1], cells.n_features, weights, kind, stats["covariance"].shape,
-             time.perf_counter() - start, backend.name)
-    return _dataset(field, name, stats, weight, cells, kind)
+    if kind == "space":
+        stats, comoment = _time_pass(src, stream.plan_time_blocks(src, budget), backend, accum, anomaly)
+    else:
+        tiles = stream.plan_tiles(src, budget, part=part)
+        stats, comoment = _tile_pass(src, tiles, backend, weight.values, accum, kind == "time", anomaly)
+    log.info("moments of %s: %d time steps x %d x %d cells, %s covariance, %s accumulation, %.2f s on %s",
+             name, n_time, n_lat, n_lon, kind, p["precision"], time.perf_counter() - start, backend.name)
+    ds = _statistics({"lat": src.lat, "lon": src.lon, "time": src.time}, name, units, stats, weight, anomaly)
+    if part is not None:
+        ds["m2"] = (("lat", "lon"), stats["m2"], {"long_name": "sum of squared deviations", "units": f"({units})^2"})
+        if comoment is not None:
+            ds["gram_sum"] = (("i", "j"), to_numpy(comoment), {"long_name": "partial Gram sum", "units": f"({units})^2"})
+        ds.attrs.update(kind=kind, part=f"{part[0]}/{part[1]}")
+        return ds
+    return _with_covariance(ds, kind, comoment, weight, units)
+
+
+def _statistics(axes: dict[str, np.ndarray], name: str, units: str, stats: dict[str, np.ndarray],
+                weight: xr.DataArray, anomaly: np.ndarray | None) -> xr.Dataset:
+    """The per-cell part of the store from host statistics (count, mean, m2) on the grid ``axes``."""
+    coords = {"lat": ("lat", axes["lat"], {"units": "degrees_north", "standard_name": "latitude"}),
+              "lon": ("lon", axes["lon"], {"units": "degrees_east", "standard_name": "longitude"}),
+              "time": ("time", axes["time"], {"standard_name": "time"})}
+    n_time = axes["time"].size
+    count = stats["count"]
+    mean = np.where(count > 0, stats["mean"], np.nan)
+    std = np.sqrt(stats["m2"] / np.where(count > 1, count - 1, 1)) * np.where(count > 1, 1.0, np.nan)
+    long = name
+    ds = xr.Dataset(
+        {
+            "mean": (("lat", "lon"), mean, {"long_name": f"time mean over valid steps of {long}", "units": units}),
+            "std": (("lat", "lon"), std, {"long_name": f"standard deviation (ddof=1) over valid steps of {long}", "units": units}),
+            "count": (("lat", "lon"), count, {"long_name": f"number of valid time steps of {long}", "units": "1"}),
+            "valid": (("lat", "lon"), count == n_time, {"long_name": f"complete cell (no missing time step) of {long}", "units": "1"}),
+            "weight": weight,
+        },
+        coords=coords,
+        attrs={"field_name": name, "field_units": units, "weighting": weight.attrs["weighting"],
+               "n_samples": int(n_time), "n_complete_cells": int(np.sum(count == n_time))},
+    )
+    if anomaly is not None:
+        ds["anomaly"] = (("time", "lat", "lon"), anomaly, {"long_name": f"anomaly of {long}", "units": units})
+    return ds
+
+
+def _with_covariance(ds: xr.Dataset, kind: str, comoment: Any, weight: xr.DataArray, units: str) -> xr.Dataset:
+    """Finish the store: the weighted covariance of the complete cells, divisor n − 1."""
+    n = ds.attrs["n_samples"]
+    valid = ds["valid"].values
+    if not (ds["count"].values > 0).any():
+        raise ValueError(f"The {ds.attrs['field_name']} field is entirely missing (all values NaN).")
+    if not valid.any():
+        raise ValueError(
+            f"The {ds.attrs['field_name']} field has no grid cell without missing values over time "
+            f"({n} time steps); nothing can be analysed."
+        )
+    if kind == "none":
+        return ds
+    matrix = to_numpy(comoment)
+    if kind == "space":
+        flat = np.flatnonzero(valid.ravel())
+        w = np.broadcast_to(weight.values[:, None], valid.shape).ravel()[flat]
+        matrix = matrix[np.ix_(flat, flat)] * w[:, None] * w[None, :]
+    ds["covariance"] = (("i", "j"), matrix / (n - 1.0), {
+        "long_name": f"weighted covariance of {ds.attrs['field_name']} ({kind}, divisor n-1)",
+        "units": f"({units})^2", "kind": kind})
+    return ds
+
+
+def reduce(partials: Sequence[xr.Dataset], *, params: dict[str, Any]) -> xr.Dataset:
+    """Merge the partial Datasets of :func:`compute` (``part=...``) into the moments store.
+
+    The parts hold disjoint cells, so statistics combine cell by cell and the
+    Gram sums add.
+    """
+    _params(params)
+    if not partials:
+        raise ValueError("moments.reduce needs at least one partial result.")
+    first = partials[0]
+    kinds = {d.attrs.get("kind") for d in partials}
+    if len(kinds) != 1:
+        raise ValueError(f"The partial moments disagree on the covariance kind: {sorted(map(str, kinds))}.")
+    count = sum(d["count"].values for d in partials)
+    stats = {"count": count}
+    for key in ("mean", "m2"):
+        stats[key] = np.nansum([np.where(d["count"].values > 0, d[key].values, 0.0) for d in partials], axis=0)
+    units = first.attrs["field_units"]
+    weight = first["weight"]
+    axes = {k: first[k].values for k in ("lat", "lon", "time")}
+    ds = _statistics(axes, first.attrs["field_name"], units, stats, weight, None)
+    gram = sum(d["gram_sum"].values for d in partials) if "gram_sum" in first else None
+    return _with_covariance(ds, kinds.pop(), gram, weight, units)
 
 
 def run(field_store: str | os.PathLike, output: str | os.PathLike, *, params: dict[str, Any],
-        backend: str = "auto") -> None:
-    """Read a fields store, compute its moments and write the moments store.
-
-    Parameters
-    ----------
-    field_store : path-like
-        ``fields/{field}.zarr``.
-    output : path-like
-        ``moments/{field}.zarr``, written atomically with provenance.
-    params : dict
-        The ``moments`` config section.
-    backend : {"auto", "numpy", "cupy"}
-        Array backend.
-    """
+        backend: str = "auto", part: tuple[int, int] | None = None) -> None:
+    """Read a fields store, compute its moments (or one part of them) and write the store."""
     b = resolve(backend)
-    fields_ds = io.open_store(field_store, what="fields store")
-    ds = compute(fields_ds, params=params, backend=b)
-    io.write_store(ds, output, stage=STAGE, params=params, backend=b.name)
-    log.info("wrote %s", output)
+    path = os.fspath(field_store)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"The fields store {path} does not exist; run the ingest stage first.")
+    ds = compute(path, params=params, backend=b, part=part)
+    io.write_store(ds, output, stage=STAGE if part is None else f"{STAGE}_tile", params=params, backend=b.name)
+
+
+def run_reduce(partial_stores: Sequence[str | os.PathLike], output: str | os.PathLike, *,
+               params: dict[str, Any]) -> None:
+    """Merge the partial stores of the tile jobs into the moments store."""
+    partials = [io.open_store(s, what="partial moments store") for s in partial_stores]
+    io.write_store(reduce(partials, params=params), output, stage=STAGE, params=params)

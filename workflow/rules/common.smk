@@ -75,6 +75,15 @@ def source_files(wildcards):
     return [spec["path"]]
 
 
+def moments_mem_mb(wildcards):
+    """Memory to ask a scheduler for: the budget plus the interpreter and libraries."""
+    return int(config["moments"]["memory_budget_mb"]) + 1024
+
+
+def eof_mem_mb(wildcards):
+    return int(config["eof"]["memory_budget_mb"]) + 1024
+
+
 def store(stage, name):
     return f"{RESULTS}/{stage}/{name}.zarr"
 

@@ -1,5 +1,6 @@
 rule eof:
     input:
+        field=store("fields", "{field}"),
         moments=store("moments", "{field}"),
     output:
         directory(store("eof", "{field}")),
@@ -7,6 +8,8 @@ rule eof:
         f"{RESULTS}/logs/eof/{{field}}.log",
     conda:
         "../../environment.yml"
+    resources:
+        mem_mb=eof_mem_mb,
     params:
         eof=section("eof"),
         backend=config["backend"],

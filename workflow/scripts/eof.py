@@ -6,4 +6,4 @@ from pipeline.logs import logged
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 with logged(sm.log[0]):
-    eof.run(sm.input.moments, sm.output[0], params=sm.params.eof, backend=sm.params.backend)
+    eof.run(sm.input.field, sm.input.moments, sm.output[0], params=sm.params.eof, backend=sm.params.backend)

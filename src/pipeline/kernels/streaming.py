@@ -1,0 +1,183 @@
+"""Streaming kernels: statistics and decompositions accumulated block by block.
+
+A field too large for memory is read in blocks: *tiles* (all time steps, some
+cells) or *time blocks* (all cells, some time steps). Each function here takes
+one block, or the running state and one block, and returns the updated state,
+so that one pass over the blocks gives the same numbers as the in-memory
+computation.
+
+* Per-cell count, mean and sum of squared deviations ``M2`` merge across time
+  blocks by the pairwise update of Chan, Golub & LeVeque (1983):
+  ``δ = m_b − m_a``, ``m = m_a + δ n_b/n``, ``M2 = M2_a + M2_b + δ² n_a n_b/n``;
+  within a block they are computed by two passes (mean, then deviations), so
+  float32 input loses no accuracy to cancellation.
+* The co-moment matrix ``C = Σ (x − m)(x − m)ᵀ`` of complete columns merges the
+  same way, ``C = C_a + C_b + δ δᵀ n_a n_b/n``.
+* The Gram matrix of weighted anomalies is a sum over tiles,
+  ``G = Σ_tiles X_w,t X_w,tᵀ``, since tiles split the cells.
+* The randomized range finder (Halko, Martinsson & Tropp 2011) on the time
+  side needs only ``n × l`` state: ``Y = Σ_t X_w,t Ω_t`` for the sketch, then
+  ``Y ← Σ_t X_w,t (X_w,tᵀ Q)`` for each power iteration; a Rayleigh–Ritz step
+  on ``Qᵀ X_w X_wᵀ Q`` gives the eigenpairs.
+
+Accumulators are held in the dtype the caller chooses (float64 by default in
+the stages); blocks are cast to it before any product.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import array_api_compat
+
+Array = Any
+
+
+class RunningMoments(NamedTuple):
+    """Per-column count, mean and sum of squared deviations (``M2``)."""
+
+    count: Array
+    mean: Array
+    m2: Array
+
+
+class RunningComoment(NamedTuple):
+    """Sample count, column means and co-moment matrix of complete columns."""
+
+    count: int
+    mean: Array
+    comoment: Array
+
+
+def block_moments(x: Array, dtype: Any = None) -> RunningMoments:
+    """NaN-aware count, mean and ``M2`` of each column of a ``(sample, feature)`` block.
+
+    Parameters
+    ----------
+    x : (sample, feature) array
+        One block, NaN for missing values.
+    dtype : dtype, optional
+        Accumulation dtype (default: that of ``x``).
+    """
+    xp = array_api_compat.array_namespace(x)
+    if dtype is not None:
+        x = xp.astype(x, dtype)
+    valid = ~xp.isnan(x)
+    zero = xp.zeros_like(x)
+    count = xp.sum(xp.astype(valid, x.dtype), axis=0)
+    safe = xp.where(count > 0, count, xp.ones_like(count))
+    mean = xp.sum(xp.where(valid, x, zero), axis=0) / safe
+    dev = xp.where(valid, x - mean[None, :], zero)
+    return RunningMoments(count, mean, xp.sum(dev * dev, axis=0))
+
+
+def merge_moments(a: RunningMoments, b: RunningMoments) -> RunningMoments:
+    """Chan et al. (1983) pairwise merge of two :class:`RunningMoments` of the same columns."""
+    xp = array_api_compat.array_namespace(a.mean, b.mean)
+    n = a.count + b.count
+    safe = xp.where(n > 0, n, xp.ones_like(n))
+    delta = b.mean - a.mean
+    mean = a.mean + delta * (b.count / safe)
+    m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / safe)
+    return RunningMoments(n, mean, m2)
+
+
+def finish_moments(m: RunningMoments) -> tuple[Array, Array]:
+    """Mean (NaN where no valid value) and standard deviation (ddof=1, NaN below 2 values)."""
+    xp = array_api_compat.array_namespace(m.mean)
+    nan = xp.full_like(m.mean, xp.nan)
+    mean = xp.where(m.count > 0, m.mean, nan)
+    var = m.m2 / xp.where(m.count > 1, m.count - 1.0, xp.ones_like(m.count))
+    return mean, xp.where(m.count > 1, xp.sqrt(var), nan)
+
+
+def block_comoment(x: Array, dtype: Any = None) -> RunningComoment:
+    """Count, column means and co-moment ``(x − m)ᵀ(x − m)`` of a ``(sample, feature)`` block.
+
+    Columns with NaN give NaN only in their own row and column of the
+    co-moment, so the caller can drop incomplete columns at the end.
+    """
+    xp = array_api_compat.array_namespace(x)
+    if dtype is not None:
+        x = xp.astype(x, dtype)
+    mean = xp.mean(x, axis=0)
+    dev = x - mean[None, :]
+    return RunningComoment(int(x.shape[0]), mean, xp.matrix_transpose(dev) @ dev)
+
+
+def merge_comoment(a: RunningComoment, b: RunningComoment) -> RunningComoment:
+    """Chan et al. merge of two co-moment states over disjoint samples."""
+    n = a.count + b.count
+    delta = b.mean - a.mean
+    mean = a.mean + delta * (b.count / n)
+    outer = delta[:, None] * delta[None, :]
+    return RunningComoment(n, mean, a.comoment + b.comoment + outer * (a.count * b.count / n))
+
+
+def gram_update(gram: Array, xw: Array) -> Array:
+    """``gram + X_w X_wᵀ`` for one tile ``X_w`` (sample, cells of the tile), in the dtype of ``gram``."""
+    xp = array_api_compat.array_namespace(gram, xw)
+    xw = xp.astype(xw, gram.dtype)
+    return gram + xw @ xp.matrix_transpose(xw)
+
+
+def sketch_update(y: Array, xw: Array, omega: Array) -> Array:
+    """``y + X_w Ω`` for one tile: the randomized sketch of the sample (time) space."""
+    xp = array_api_compat.array_namespace(y, xw, omega)
+    return y + xp.astype(xw, y.dtype) @ xp.astype(omega, y.dtype)
+
+
+def power_update(z: Array, xw: Array, q: Array) -> Array:
+    """``z + X_w (X_wᵀ q)`` for one tile: one tile's share of ``X_w X_wᵀ Q``."""
+    xp = array_api_compat.array_namespace(z, xw, q)
+    xw = xp.astype(xw, z.dtype)
+    return z + xw @ (xp.matrix_transpose(xw) @ q)
+
+
+def orthonormalize(y: Array) -> Array:
+    """An orthonormal basis ``Q`` of the columns of ``y`` (thin QR)."""
+    xp = array_api_compat.array_namespace(y)
+    q, _ = xp.linalg.qr(y)
+    return q
+
+
+def ritz(q: Array, z: Array) -> tuple[Array, Array]:
+    """Rayleigh–Ritz step: eigenpairs of ``X_w X_wᵀ`` restricted to ``span(Q)``.
+
+    Parameters
+    ----------
+    q : (sample, l) array
+        Orthonormal basis.
+    z : (sample, l) array
+        ``X_w X_wᵀ Q``, accumulated with :func:`power_update`.
+
+    Returns
+    -------
+    values : (l,) array
+        Ritz values (approximate eigenvalues of ``X_w X_wᵀ``), descending.
+    vectors : (sample, l) array
+        Ritz vectors ``Q W``, orthonormal.
+    """
+    xp = array_api_compat.array_namespace(q, z)
+    small = xp.matrix_transpose(q) @ z
+    small = (small + xp.matrix_transpose(small)) / 2.0
+    values, w = xp.linalg.eigh(small)
+    return xp.flip(values, axis=0), q @ xp.flip(w, axis=1)
+
+
+def project(xw: Array, u: Array, s: Array) -> Array:
+    """EOF rows of one tile: ``X_wᵀ U / s`` (cells of the tile, mode)."""
+    xp = array_api_compat.array_namespace(xw, u, s)
+    return (xp.matrix_transpose(xp.astype(xw, u.dtype)) @ u) / s[None, :]
+
+
+def pc_moments(anomaly: Array, pc: Array) -> Array:
+    """``Aᵀ P`` for one tile or time block: the cross-products behind the EOF maps.
+
+    With centred anomalies ``A`` and centred PCs ``P`` (both over all time
+    steps), covariance and correlation maps follow from ``Aᵀ P``, ``n`` and
+    the norms of the columns; summing this over time blocks gives the same
+    result as over the whole record.
+    """
+    xp = array_api_compat.array_namespace(anomaly, pc)
+    return xp.matrix_transpose(xp.astype(anomaly, pc.dtype)) @ pc
