@@ -193,6 +193,8 @@ def compute(
     keep_anomaly = part is None and src.nbytes <= p["store_anomaly_mb"] * 2**20
     anomaly = np.empty(src.shape, dtype=np.dtype(p["precision"])) if keep_anomaly else None
     budget = tile_budget(p["memory_budget_mb"], src.dtype.itemsize, np.dtype(p["precision"]).itemsize)
+    if part is not None:  # at least as many tiles as parts, so that every job gets a share
+        budget = min(budget, max(1, src.nbytes // part[1]))
 
     start = time.perf_counter()
     if kind == "space":

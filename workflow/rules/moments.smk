@@ -27,7 +27,7 @@ if N_TILES > 1:
     rule moments:
         input:
             partials=gather.tiles(
-                f"{RESULTS}/moments/{{field}}.tiles/{{scatteritem}}.zarr"
+                f"{RESULTS}/moments/{{{{field}}}}.tiles/{{scatteritem}}.zarr"
             ),
         output:
             directory(store("moments", "{field}")),
