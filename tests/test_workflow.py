@@ -165,12 +165,13 @@ def test_tiled_scatter_gather_run_equals_the_single_job_result(tmp_path):
     partials = sorted((out / "moments" / "big.tiles").glob("*.zarr"))
     assert len(partials) == 3
     shares = [int((open_store(p)["count"].values > 0).sum()) for p in partials]
-    assert all(n > 0 for n in shares) and sum(shares) == 12 * 20  # every job did a disjoint share
+    assert all(n > 0 for n in shares)  # every job did a share
     logs = [p.read_text() for p in (out / "logs" / "moments").glob("big.*-of-3.log")]
     assert len(logs) == 3 and all("time covariance" in text for text in logs)
     field = out / "fields" / "big.zarr"
     single = moments.compute(field, params={"store_anomaly_mb": 0}, backend=resolve("numpy"))
     tiled = open_store(out / "moments" / "big.zarr")
+    assert sum(shares) == int((single["count"].values > 0).sum())  # ... and the shares are disjoint
     for name in ("mean", "std", "count", "valid", "covariance"):
         np.testing.assert_allclose(tiled[name].values, single[name].values, rtol=1e-12, atol=1e-12, equal_nan=True)
     expected = eof.compute(field, single, params={"n_modes": 3, "method": "gram"}, backend=resolve("numpy"))
