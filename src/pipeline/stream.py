@@ -150,7 +150,8 @@ class ArraySource(FieldSource):
     coords : dict, optional
         ``time``/``lat``/``lon`` values for a NumPy ``field`` (default: positions).
     chunks : tuple of int, optional
-        A chunk shape to plan with (default: the whole array, one chunk).
+        A chunk shape to plan with (default: all time steps, one latitude
+        row, all longitudes, so that tiles can be as small as a row).
     """
 
     def __init__(
@@ -174,7 +175,7 @@ class ArraySource(FieldSource):
             self._data = field
         else:
             raise TypeError(f"ArraySource needs an xarray DataArray or a NumPy array; got {type(field).__name__}.")
-        self._set_axes(field.shape, field.dtype, chunks or field.shape, "field")
+        self._set_axes(field.shape, field.dtype, chunks or (field.shape[0], 1, field.shape[2]), "field")
         for d, n in zip(DIMS, self.shape):
             values = np.asarray(coords.get(d, np.arange(n)))
             if values.shape != (n,):
