@@ -44,9 +44,16 @@ def grid_coords(
     lon_range: tuple[float, float] = (0.0, 360.0),
     start_year: int = 1950,
 ) -> dict[str, np.ndarray]:
-    """Yearly ``time`` (mid-January) and cell-centred ``lat``/``lon`` coordinates."""
-    years = np.arange(start_year, start_year + n_time)
-    time = np.array([f"{y:04d}-01-15" for y in years], dtype="datetime64[ns]")
+    """Yearly ``time`` (mid-January) and cell-centred ``lat``/``lon`` coordinates.
+
+    Records too long for yearly steps within datetime64[ns] (past 2200) get
+    daily steps from 1 January of ``start_year`` instead.
+    """
+    if start_year + n_time <= 2200:
+        years = np.arange(start_year, start_year + n_time)
+        time = np.array([f"{y:04d}-01-15" for y in years], dtype="datetime64[ns]")
+    else:
+        time = np.datetime64(f"{start_year:04d}-01-01", "ns") + np.arange(n_time) * np.timedelta64(1, "D")
     dlat = (lat_range[1] - lat_range[0]) / n_lat
     dlon = (lon_range[1] - lon_range[0]) / n_lon
     lat = lat_range[0] + dlat * (np.arange(n_lat) + 0.5)
