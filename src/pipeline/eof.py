@@ -12,10 +12,11 @@ Methods (``docs/methods.md`` gives passes, memory and accuracy):
   and the correlation/covariance maps.
 * ``space`` -- eigendecomposition of the ``p × p`` covariance kept by the
   moments stage, then one pass over time blocks giving the PCs and the maps.
-* ``randomized`` -- a randomized range finder on the time side (Halko et al.
-  2011): one sketch pass and ``power_iterations`` passes, each keeping only
-  ``n × (k + oversample)`` numbers, a Rayleigh–Ritz step, then the projection
-  pass. Needs no covariance.
+* ``randomized`` -- randomized subspace iteration on the time side (Halko et
+  al. 2011): one sketch pass, ``power_iterations`` passes and one range pass,
+  each keeping only ``n × (k + oversample)`` numbers, then a small SVD; the
+  tiles are used raw (centring and weighting enter as rank-one corrections).
+  Needs no covariance.
 * ``exact`` -- the thin SVD of the whole weighted anomaly matrix, in memory.
 
 ``auto`` (see :func:`choose_method`) takes ``exact`` for small matrices,
@@ -52,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "method": "auto",
     "memory_budget_mb": 1024,
     "precision": "float64",
-    "power_iterations": 4,
+    "power_iterations": 7,
     "oversample": 10,
     "seed": 0,
     "exact_max_mb": 64,
@@ -123,6 +124,21 @@ class _Field:
         a = xp.where(valid[None, :], x, xp.zeros_like(x))
         return a, a * w[None, :]
 
+    def complete(self, tile: stream.Tile, block: Any) -> tuple[Any, Any, Any, np.ndarray]:
+        """The complete cells of one tile, uncentred and unweighted: ``(x, mean, w, index)``.
+
+        ``x`` is ``(time, complete cells of the tile)`` in the accumulation
+        dtype (one copy of the tile's complete columns); the weighted anomaly is
+        ``(x − 1 meanᵀ) diag(w)`` and is never formed. ``index`` gives the
+        columns' positions among the tile's cells.
+        """
+        xp = self.xp
+        index = np.flatnonzero(self.valid[tile.lat, tile.lon].ravel())
+        x = xp.take(xp.reshape(block, (tile.shape[0], -1)), self.backend.asarray(index), axis=1)
+        mean = self.backend.asarray(self.mean[tile.lat, tile.lon].ravel()[index], dtype=self.accum)
+        w = self.backend.asarray(self.weight[tile.lat, tile.lon].ravel()[index], dtype=self.accum)
+        return xp.astype(x, self.accum), mean, w, index
+
     def tiles(self) -> list[stream.Tile]:
         return stream.plan_tiles(self.src, self.budget)
 
@@ -186,21 +202,22 @@ def _randomized(f: _Field, p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np
     tiles = f.tiles()
     y = xp.zeros((f.n, width), dtype=f.accum)
     for tile, block in f.stream(tiles, "randomized sketch"):
-        _, xw = f.weighted(tile, block)
-        omega = np.random.default_rng([p["seed"], tile.index]).standard_normal((xw.shape[1], width))
-        y = ks.sketch_update(y, xw, f.backend.asarray(omega, dtype=f.accum))
+        x, mean, w, index = f.complete(tile, block)
+        omega = np.random.default_rng([p["seed"], tile.index]).standard_normal((tile.shape[1] * tile.shape[2], width))
+        y = ks.implicit_sketch_update(y, x, mean, w, f.backend.asarray(omega[index], dtype=f.accum))
     for it in range(p["power_iterations"]):
         q = ks.orthonormalize(y)
         y = xp.zeros_like(q)
         for tile, block in f.stream(tiles, f"power iteration {it + 1}"):
-            _, xw = f.weighted(tile, block)
-            y = ks.power_update(y, xw, q)
+            y = ks.implicit_power_update(y, *f.complete(tile, block)[:3], q)
     q = ks.orthonormalize(y)
     nlat, nlon = f.cells.valid.shape
     z = np.zeros((width, nlat, nlon))
     for tile, block in f.stream(tiles, "randomized range"):
-        _, xw = f.weighted(tile, block)
-        z[:, tile.lat, tile.lon] = to_numpy(xp.matrix_transpose(xp.matrix_transpose(xw) @ q)).reshape(width, *tile.shape[1:])
+        x, mean, w, index = f.complete(tile, block)
+        z_tile = np.zeros((width, tile.shape[1] * tile.shape[2]))
+        z_tile[:, index] = to_numpy(xp.matrix_transpose(ks.implicit_range(x, mean, w, q)))
+        z[:, tile.lat, tile.lon] = z_tile.reshape(width, *tile.shape[1:])
     z = z.reshape(width, -1)[:, f.cells.flat].T  # (cells, l) = X_wᵀ Q
     u_small, sing, vt = np.linalg.svd(z.T, full_matrices=False)  # Zᵀ = Qᵀ X_w = Ũ Σ Vᵀ
     values = sing**2 / (f.n - 1.0)
@@ -380,7 +397,7 @@ def _dataset(out, lam, rank, method, f: _Field, mom: xr.Dataset) -> xr.Dataset:
 
 def decompose(source: Any, *, n_modes: int, method: str = "auto", weights: str = "sqrt_coslat",
               backend: str = "auto", memory_budget_mb: int = 512, precision: str = "float64",
-              power_iterations: int = 4, oversample: int = 10, seed: int = 0) -> xr.Dataset:
+              power_iterations: int = 7, oversample: int = 10, seed: int = 0) -> xr.Dataset:
     """Moments and EOFs of a field in one call (what the two stages do, without stores in between).
 
     ``source`` is a fields-store path, an ``xr.Dataset`` with ``field`` or a

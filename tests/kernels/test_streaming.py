@@ -70,22 +70,24 @@ def test_randomized_range_finder_recovers_a_low_rank_spectrum(xp, to_np):
     v, _ = np.linalg.qr(rng.standard_normal((p, k)))
     s = np.array([50.0, 20.0, 10.0, 5.0])
     x = (u * s) @ v.T + 1e-3 * rng.standard_normal((n, p))
+    mean, w = np.zeros(p), np.ones(p)
     tiles = np.split(np.arange(p), [70, 180])
     l = k + 6
+    part = lambda cols: (xp.asarray(x[:, cols]), xp.asarray(mean[cols]), xp.asarray(w[cols]))  # noqa: E731
     y = xp.zeros((n, l), dtype=xp.float64)
     for cols in tiles:
-        y = ks.sketch_update(y, xp.asarray(x[:, cols]), xp.asarray(rng.standard_normal((cols.size, l))))
+        y = ks.implicit_sketch_update(y, *part(cols), xp.asarray(rng.standard_normal((cols.size, l))))
     for _ in range(2):
         q = ks.orthonormalize(y)
         y = xp.zeros((n, l), dtype=xp.float64)
         for cols in tiles:
-            y = ks.power_update(y, xp.asarray(x[:, cols]), q)
-    values, vectors = ks.ritz(q, y)
-    exact = np.linalg.svd(x, compute_uv=False) ** 2
-    np.testing.assert_allclose(to_np(values)[:k], exact[:k], rtol=1e-8)
-    eof = np.concatenate([to_np(ks.project(xp.asarray(x[:, c]), vectors[:, :k], xp.sqrt(values[:k]))) for c in tiles])
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    np.testing.assert_allclose(np.abs(np.sum(eof * vt[:k].T, axis=0)), 1.0, atol=1e-8)
+            y = ks.implicit_power_update(y, *part(cols), q)
+    q = ks.orthonormalize(y)
+    z = np.concatenate([to_np(ks.implicit_range(*part(cols), q)) for cols in tiles])  # X_wᵀ Q
+    _, sing, vt_small = np.linalg.svd(z.T, full_matrices=False)
+    exact_u, exact_s, exact_vt = np.linalg.svd(x, full_matrices=False)
+    np.testing.assert_allclose(sing[:k], exact_s[:k], rtol=1e-8)
+    np.testing.assert_allclose(np.abs(np.sum(vt_small[:k] * exact_vt[:k], axis=1)), 1.0, atol=1e-8)
 
 
 def test_pc_moments_summed_over_time_blocks_equal_the_whole_record(xp, to_np):
@@ -93,3 +95,18 @@ def test_pc_moments_summed_over_time_blocks_equal_the_whole_record(xp, to_np):
     a, pc = rng.standard_normal((30, 12)), rng.standard_normal((30, 3))
     total = sum(to_np(ks.pc_moments(xp.asarray(a[s]), xp.asarray(pc[s]))) for s in (slice(0, 11), slice(11, 30)))
     np.testing.assert_allclose(total, a.T @ pc, rtol=1e-12)
+
+
+def test_implicit_centring_equals_the_explicit_weighted_anomaly(xp, to_np):
+    rng = np.random.default_rng(6)
+    x = (5.0 + rng.standard_normal((20, 15))).astype(np.float32)
+    mean, w = x.astype(np.float64).mean(axis=0) + 0.1, rng.uniform(0.2, 1.0, 15)
+    xw = (x.astype(np.float64) - mean) * w
+    omega, q = rng.standard_normal((15, 4)), np.linalg.qr(rng.standard_normal((20, 4)))[0]
+    y0 = rng.standard_normal((20, 4))
+    args = (xp.asarray(x), xp.asarray(mean), xp.asarray(w))
+    np.testing.assert_allclose(to_np(ks.implicit_sketch_update(xp.asarray(y0), *args, xp.asarray(omega))),
+                               y0 + xw @ omega, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_np(ks.implicit_range(*args, xp.asarray(q))), xw.T @ q, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_np(ks.implicit_power_update(xp.asarray(y0), *args, xp.asarray(q))),
+                               y0 + xw @ (xw.T @ q), rtol=1e-12, atol=1e-11)

@@ -17,8 +17,9 @@ computation.
   ``G = Σ_tiles X_w,t X_w,tᵀ``, since tiles split the cells.
 * The randomized range finder (Halko, Martinsson & Tropp 2011) on the time
   side needs only ``n × l`` state: ``Y = Σ_t X_w,t Ω_t`` for the sketch, then
-  ``Y ← Σ_t X_w,t (X_w,tᵀ Q)`` for each power iteration; a Rayleigh–Ritz step
-  on ``Qᵀ X_w X_wᵀ Q`` gives the eigenpairs.
+  ``Y ← Σ_t X_w,t (X_w,tᵀ Q)`` for each power iteration, and ``X_w,tᵀ Q`` per
+  tile for the final range; the ``implicit_*`` functions compute these from
+  the raw tile, with centring and weighting as rank-one corrections.
 
 Accumulators are held in the dtype the caller chooses (float64 by default in
 the stages); blocks are cast to it before any product.
@@ -121,48 +122,11 @@ def gram_update(gram: Array, xw: Array) -> Array:
     return gram + xw @ xp.matrix_transpose(xw)
 
 
-def sketch_update(y: Array, xw: Array, omega: Array) -> Array:
-    """``y + X_w Ω`` for one tile: the randomized sketch of the sample (time) space."""
-    xp = array_api_compat.array_namespace(y, xw, omega)
-    return y + xp.astype(xw, y.dtype) @ xp.astype(omega, y.dtype)
-
-
-def power_update(z: Array, xw: Array, q: Array) -> Array:
-    """``z + X_w (X_wᵀ q)`` for one tile: one tile's share of ``X_w X_wᵀ Q``."""
-    xp = array_api_compat.array_namespace(z, xw, q)
-    xw = xp.astype(xw, z.dtype)
-    return z + xw @ (xp.matrix_transpose(xw) @ q)
-
-
 def orthonormalize(y: Array) -> Array:
     """An orthonormal basis ``Q`` of the columns of ``y`` (thin QR)."""
     xp = array_api_compat.array_namespace(y)
     q, _ = xp.linalg.qr(y)
     return q
-
-
-def ritz(q: Array, z: Array) -> tuple[Array, Array]:
-    """Rayleigh–Ritz step: eigenpairs of ``X_w X_wᵀ`` restricted to ``span(Q)``.
-
-    Parameters
-    ----------
-    q : (sample, l) array
-        Orthonormal basis.
-    z : (sample, l) array
-        ``X_w X_wᵀ Q``, accumulated with :func:`power_update`.
-
-    Returns
-    -------
-    values : (l,) array
-        Ritz values (approximate eigenvalues of ``X_w X_wᵀ``), descending.
-    vectors : (sample, l) array
-        Ritz vectors ``Q W``, orthonormal.
-    """
-    xp = array_api_compat.array_namespace(q, z)
-    small = xp.matrix_transpose(q) @ z
-    small = (small + xp.matrix_transpose(small)) / 2.0
-    values, w = xp.linalg.eigh(small)
-    return xp.flip(values, axis=0), q @ xp.flip(w, axis=1)
 
 
 def project(xw: Array, u: Array, s: Array) -> Array:
@@ -181,3 +145,28 @@ def pc_moments(anomaly: Array, pc: Array) -> Array:
     """
     xp = array_api_compat.array_namespace(anomaly, pc)
     return xp.matrix_transpose(xp.astype(anomaly, pc.dtype)) @ pc
+
+
+def implicit_sketch_update(y: Array, x: Array, mean: Array, w: Array, omega: Array) -> Array:
+    """``y + X_w Ω`` without forming ``X_w = (x − 1 meanᵀ) diag(w)``.
+
+    ``X_w Ω = x (w ⊙ Ω) − 1 (meanᵀ (w ⊙ Ω))``: one product with the raw
+    (complete, uncentred) tile ``x`` and a rank-one correction, so the tile is
+    never copied to centre or weight it.
+    """
+    xp = array_api_compat.array_namespace(y, x, omega)
+    wo = w[:, None] * xp.astype(omega, y.dtype)
+    return y + xp.astype(x, y.dtype) @ wo - (mean @ wo)[None, :]
+
+
+def implicit_range(x: Array, mean: Array, w: Array, q: Array) -> Array:
+    """``X_wᵀ Q = diag(w) (xᵀ Q − mean (1ᵀ Q))`` for one tile, without forming ``X_w``."""
+    xp = array_api_compat.array_namespace(x, q)
+    return w[:, None] * (xp.matrix_transpose(xp.astype(x, q.dtype)) @ q - mean[:, None] * xp.sum(q, axis=0)[None, :])
+
+
+def implicit_power_update(y: Array, x: Array, mean: Array, w: Array, q: Array) -> Array:
+    """``y + X_w X_wᵀ Q`` for one tile, without forming ``X_w`` (two products and rank-one corrections)."""
+    xp = array_api_compat.array_namespace(y, x, q)
+    wz = w[:, None] * implicit_range(x, mean, w, q)
+    return y + xp.astype(x, y.dtype) @ wz - (mean @ wz)[None, :]
