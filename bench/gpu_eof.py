@@ -31,7 +31,7 @@ import xarray as xr
 from scipy.linalg import subspace_angles
 
 from pipeline import eof, stream
-from pipeline.backend import cupy_available, resolve, to_numpy
+from pipeline.backend import cupy_available, to_numpy
 from pipeline.grid import latitude_weights
 from pipeline.kernels import streaming as ks
 from pipeline.synthetic import write_planted_modes_store

@@ -153,6 +153,26 @@ def _check_rank(values: np.ndarray, shape: tuple[int, int], n_modes: int, name: 
     return rank
 
 
+def _leading_eigenpairs(f: _Field, matrix: np.ndarray, n_modes: int) -> tuple[Any, Any, int]:
+    """The ``n_modes`` leading eigenvalues and vectors of a stored covariance, and its numerical rank."""
+    xp = f.xp
+    values, vectors = xp.linalg.eigh(f.backend.asarray(matrix, dtype=f.accum))
+    values, vectors = xp.flip(values, axis=0), xp.flip(vectors, axis=1)
+    rank = _check_rank(values, (f.n, f.cells.n_features), n_modes, f.name)
+    return values[:n_modes], vectors[:, :n_modes], rank
+
+
+def _grids(f: _Field, per_cell: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``(mode, lat, lon)`` grids from ``(complete cell, mode)`` host arrays, NaN elsewhere."""
+    nlat, nlon = f.cells.valid.shape
+    grids = {}
+    for key, values_fk in per_cell.items():
+        full = np.full((values_fk.shape[1], nlat * nlon), np.nan)
+        full[:, f.cells.flat] = values_fk.T
+        grids[key] = full.reshape(-1, nlat, nlon)
+    return grids
+
+
 def _projection_pass(f: _Field, u: Any, s: Any) -> dict[str, np.ndarray]:
     """EOFs and maps from time-side singular vectors ``u`` and values ``s``, one pass over tiles."""
     xp = f.xp
@@ -179,14 +199,8 @@ def _projection_pass(f: _Field, u: Any, s: Any) -> dict[str, np.ndarray]:
 
 
 def _gram(f: _Field, mom: xr.Dataset, n_modes: int) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
-    xp = f.xp
-    g = f.backend.asarray(mom["covariance"].values, dtype=f.accum)
-    values, vectors = xp.linalg.eigh(g)
-    values, vectors = xp.flip(values, axis=0), xp.flip(vectors, axis=1)
-    rank = _check_rank(values, (f.n, f.cells.n_features), n_modes, f.name)
-    lam = values[:n_modes]
-    s = xp.sqrt(lam * (f.n - 1.0))
-    return _projection_pass(f, vectors[:, :n_modes], s), to_numpy(lam), rank
+    lam, u, rank = _leading_eigenpairs(f, mom["covariance"].values, n_modes)
+    return _projection_pass(f, u, f.xp.sqrt(lam * (f.n - 1.0))), to_numpy(lam), rank
 
 
 def _randomized(f: _Field, p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
@@ -239,24 +253,18 @@ def _maps_from_eofs(f: _Field, eof_fk: np.ndarray, pc: np.ndarray, sing: np.ndar
     cross = eof_fk * sing[None, :] ** 2 / np.where(w > 0, w, np.nan)[:, None]
     pc_norm = np.linalg.norm(pc, axis=0)
     a_norm = std * math.sqrt(f.n - 1.0)
-    grids = {"pc": pc}
-    nlat, nlon = f.cells.valid.shape
-    for key, values_fk in (("eof", eof_fk),
-                           ("correlation", cross / np.where(a_norm > 0, a_norm, np.nan)[:, None] / pc_norm[None, :]),
-                           ("covariance", cross / (f.n - 1.0) / (pc_norm / math.sqrt(f.n - 1.0))[None, :])):
-        full = np.full((eof_fk.shape[1], nlat * nlon), np.nan)
-        full[:, f.cells.flat] = values_fk.T
-        grids[key] = full.reshape(-1, nlat, nlon)
+    grids = _grids(f, {
+        "eof": eof_fk,
+        "correlation": cross / np.where(a_norm > 0, a_norm, np.nan)[:, None] / pc_norm[None, :],
+        "covariance": cross / (f.n - 1.0) / (pc_norm / math.sqrt(f.n - 1.0))[None, :],
+    })
+    grids["pc"] = pc
     return grids
 
 
 def _space(f: _Field, mom: xr.Dataset, n_modes: int) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
     xp = f.xp
-    c = f.backend.asarray(mom["covariance"].values, dtype=f.accum)
-    values, vectors = xp.linalg.eigh(c)
-    values, vectors = xp.flip(values, axis=0), xp.flip(vectors, axis=1)
-    rank = _check_rank(values, (f.n, f.cells.n_features), n_modes, f.name)
-    v = vectors[:, :n_modes]
+    lam, v, rank = _leading_eigenpairs(f, mom["covariance"].values, n_modes)
     flat = f.backend.asarray(f.cells.flat)
     pcs, cross = [], xp.zeros((f.cells.n_features, n_modes), dtype=f.accum)
     for tile, block in f.stream(stream.plan_time_blocks(f.src, f.budget), "eof pcs"):
@@ -268,15 +276,13 @@ def _space(f: _Field, mom: xr.Dataset, n_modes: int) -> tuple[dict[str, np.ndarr
     pc_norm = np.linalg.norm(pc, axis=0)
     std = np.sqrt(np.asarray(mom["std"].values).ravel()[f.cells.flat] ** 2 * (f.n - 1.0))
     cross = to_numpy(cross)
-    nlat, nlon = f.cells.valid.shape
-    grids = {}
-    for key, values_fk in (("eof", to_numpy(v)), ("correlation", cross / std[:, None] / pc_norm[None, :]),
-                           ("covariance", cross / (f.n - 1.0) / (pc_norm / math.sqrt(f.n - 1.0))[None, :])):
-        full = np.full((n_modes, nlat * nlon), np.nan)
-        full[:, f.cells.flat] = values_fk.T
-        grids[key] = full.reshape(n_modes, nlat, nlon)
+    grids = _grids(f, {
+        "eof": to_numpy(v),
+        "correlation": cross / std[:, None] / pc_norm[None, :],
+        "covariance": cross / (f.n - 1.0) / (pc_norm / math.sqrt(f.n - 1.0))[None, :],
+    })
     grids["pc"] = pc
-    return grids, to_numpy(values[:n_modes]), rank
+    return grids, to_numpy(lam), rank
 
 
 def _exact(f: _Field, p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
@@ -293,14 +299,10 @@ def _exact(f: _Field, p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndar
         a, xw = f.weighted(whole, block)
     res = kernels.eof_decomposition(xp.take(xw, flat, axis=1), p["n_modes"], method="svd", label=f.name)
     a_c = xp.take(a, flat, axis=1)
-    u_s = res.pc
-    nlat, nlon = f.cells.valid.shape
-    grids = {"pc": to_numpy(u_s)}
-    for key, values_fk in (("eof", res.eof), ("correlation", kernels.eof_correlation(a_c, u_s)),
-                           ("covariance", kernels.eof_covariance(a_c, u_s))):
-        full = np.full((p["n_modes"], nlat * nlon), np.nan)
-        full[:, f.cells.flat] = to_numpy(values_fk).T
-        grids[key] = full.reshape(p["n_modes"], nlat, nlon)
+    grids = _grids(f, {key: to_numpy(values) for key, values in (
+        ("eof", res.eof), ("correlation", kernels.eof_correlation(a_c, res.pc)),
+        ("covariance", kernels.eof_covariance(a_c, res.pc)))})
+    grids["pc"] = to_numpy(res.pc)
     return grids, to_numpy(res.eigenvalue), res.rank
 
 

@@ -61,6 +61,27 @@ def provenance(stage: str, params: dict[str, Any] | None = None, backend: str | 
 
 
 @contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write into, renamed to ``path`` on success.
+
+    An existing ``path`` is replaced only after the block has finished without
+    error; on error the temporary directory is removed and ``path`` is left
+    as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
 def streamed_field_store(
     path: str | os.PathLike,
     template: xr.Dataset,
@@ -82,12 +103,9 @@ def streamed_field_store(
     """
     import zarr
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     out = template.copy(deep=False)
     out.attrs = {**template.attrs, **provenance(stage, params)}
-    try:
+    with atomic_directory(path) as tmp:
         out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
         group = zarr.open_group(tmp, mode="a")
         array = group.create_array(
@@ -95,12 +113,6 @@ def streamed_field_store(
             dimension_names=("time", "lat", "lon"), attributes=field_attrs,
         )
         yield array
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_store(
@@ -117,20 +129,11 @@ def write_store(
     into place after the write has finished; an existing store at ``path`` is
     replaced only then. The Dataset passed in is not modified.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = ds.copy(deep=False)
     out.attrs = {**ds.attrs, **provenance(stage, params, backend)}
     for name, var in out.variables.items():
         if var.dtype.kind == "U":  # fixed-width unicode has no stable Zarr v3 spec
             out[name] = var.astype(object)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_directory(path) as tmp:
         out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return Path(path)

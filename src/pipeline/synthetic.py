@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.grid import latitude_weights
-from pipeline.io import provenance
+from pipeline.io import atomic_directory, provenance
 
 log = logging.getLogger(__name__)
 
@@ -377,9 +375,7 @@ def write_planted_modes_store(
                                    "weights": weights, "seed": seed, "dtype": dtype, "chunks": list(chunks)}),
     }  # fmt: skip
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_directory(path) as tmp:
         truth.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
         array = _create_field_array(tmp, shape, chunks, dtype, units)
         signal = _ChunkSignal(pcs, eof_grid, w, mean, noise_std, seed, np.dtype(dtype))
@@ -387,12 +383,6 @@ def write_planted_modes_store(
             region = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, shape))
             array[region] = signal.block(index, region)
         log.info("wrote synthetic store %s: field %s %s in chunks %s", path, shape, dtype, chunks)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
