@@ -29,6 +29,7 @@ import threading
 import time as _time
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -438,6 +439,7 @@ def stream(
     backend: Backend,
     *,
     prefetch: int = 2,
+    readers: int = 4,
     label: str = "",
     log_every: float = 5.0,
     stats: StreamStats | None = None,
@@ -463,6 +465,9 @@ def stream(
         Where the arrays go (``numpy``: host arrays as read; ``cupy``: device arrays).
     prefetch : int
         Tiles read ahead (0: no overlap).
+    readers : int
+        Tiles read (decompressed) at the same time, by a pool of threads; the
+        tiles still arrive in order and within the ``prefetch + 2`` bound.
     label : str
         Prefix of the progress log lines.
     log_every : float
@@ -481,11 +486,14 @@ def stream(
         raise ValueError(f"prefetch must be a non-negative integer; got {prefetch!r}.")
     if isinstance(log_every, bool) or not isinstance(log_every, numbers.Real) or not log_every >= 0:
         raise ValueError(f"log_every must be a non-negative number of seconds; got {log_every!r}.")
+    if isinstance(readers, bool) or not isinstance(readers, numbers.Integral) or readers < 1:
+        raise ValueError(f"readers must be a positive integer; got {readers!r}.")
     stats = stats if stats is not None else StreamStats()
-    return _stream(source, tiles, _transfer(backend), int(prefetch), label or "stream", float(log_every), stats)
+    return _stream(source, tiles, _transfer(backend), int(prefetch), int(readers), label or "stream",
+                   float(log_every), stats)
 
 
-def _stream(source: FieldSource, tiles: list[Tile], transfer: Any, prefetch: int, label: str,
+def _stream(source: FieldSource, tiles: list[Tile], transfer: Any, prefetch: int, readers: int, label: str,
             log_every: float, stats: StreamStats) -> Iterator[tuple[Tile, Any]]:
     n = len(tiles)
     for f in fields(stats):  # a reused stats object starts from zero
@@ -494,7 +502,8 @@ def _stream(source: FieldSource, tiles: list[Tile], transfer: Any, prefetch: int
     results: queue.SimpleQueue = queue.SimpleQueue()
     permits = threading.Semaphore(prefetch + 2)  # one per alive tile
     stop = threading.Event()
-    reader = threading.Thread(target=_read_ahead, args=(source, tiles, results, permits, stop, stats),
+    pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix=f"stream-read {label}")
+    reader = threading.Thread(target=_read_ahead, args=(source, tiles, results, permits, stop, stats, pool),
                               name=f"stream-reader {label}", daemon=True)
     start = last_log = _time.perf_counter()
     reader.start()
@@ -502,10 +511,12 @@ def _stream(source: FieldSource, tiles: list[Tile], transfer: Any, prefetch: int
         for k in range(1, n + 1):
             t0 = _time.perf_counter()
             item = results.get()
-            stats.wait_seconds += _time.perf_counter() - t0
             if isinstance(item, _Failure):
                 raise item.error
-            tile, array = item[0], transfer(item[1])
+            tile, block = item[0], item[1].result()
+            stats.wait_seconds += _time.perf_counter() - t0
+            array = transfer(block)
+            block = None
             item = None
             stats.tiles, stats.bytes = k, stats.bytes + array.nbytes
             now = _time.perf_counter()
@@ -520,29 +531,38 @@ def _stream(source: FieldSource, tiles: list[Tile], transfer: Any, prefetch: int
         stop.set()
         permits.release()  # wake a reader waiting for a permit
         reader.join()
+        pool.shutdown(wait=True, cancel_futures=True)
         stats.elapsed = _time.perf_counter() - start
         _log_progress(label, stats)
 
 
 def _read_ahead(source: FieldSource, tiles: list[Tile], results: queue.SimpleQueue,
-                permits: threading.Semaphore, stop: threading.Event, stats: StreamStats) -> None:
-    """The reader thread: one permit per tile read; stops on ``stop``; errors go to the queue."""
+                permits: threading.Semaphore, stop: threading.Event, stats: StreamStats,
+                pool: ThreadPoolExecutor) -> None:
+    """The reader thread: one permit per tile, whose read goes to the pool; futures queue up in order.
+
+    Stops on ``stop``; an error while submitting goes to the queue, an error
+    while reading surfaces from the tile's future in the caller.
+    """
     try:
         for tile in tiles:
             permits.acquire()
             if stop.is_set():
                 return
-            t0 = _time.perf_counter()
-            block = source.read(tile)
-            stats.read_seconds += _time.perf_counter() - t0
-            if not isinstance(block, np.ndarray) or block.shape != tile.shape:
-                got = getattr(block, "shape", type(block).__name__)
-                raise ValueError(f"{type(source).__name__}.read returned {got} for tile {tile.index}; expected an array of shape {tile.shape}.")
-            results.put((tile, block))
-            block = None  # hold no tile while waiting for the next permit
+            results.put((tile, pool.submit(_read_one, source, tile, stats)))
         results.put(_DONE)
     except BaseException as err:  # noqa: BLE001 -- handed to the caller, which re-raises it
         results.put(_Failure(err))
+
+
+def _read_one(source: FieldSource, tile: Tile, stats: StreamStats) -> np.ndarray:
+    t0 = _time.perf_counter()
+    block = source.read(tile)
+    stats.read_seconds += _time.perf_counter() - t0
+    if not isinstance(block, np.ndarray) or block.shape != tile.shape:
+        got = getattr(block, "shape", type(block).__name__)
+        raise ValueError(f"{type(source).__name__}.read returned {got} for tile {tile.index}; expected an array of shape {tile.shape}.")
+    return block
 
 
 def _log_progress(label: str, stats: StreamStats) -> None:
