@@ -143,7 +143,8 @@ def sqrt_coslat(lat: np.ndarray) -> np.ndarray:
     return latitude_weights(xr.DataArray(lat, dims="lat"), "sqrt_coslat").values
 
 
-def run_method(name: str, field: xr.DataArray, k: int, seed: int, budget_mb: int) -> tuple[np.ndarray, np.ndarray, str]:
+def run_method(name: str, field: xr.DataArray, k: int, seed: int, budget_mb: int,
+               precision: str = "float64") -> tuple[np.ndarray, np.ndarray, str]:
     """EOFs ``(k, n_cells)`` in weighted space, eigenvalues ``(k,)`` and the library version, for one method."""
     n_time = field.sizes["time"]
     if name.startswith("pipeline-"):
@@ -153,7 +154,7 @@ def run_method(name: str, field: xr.DataArray, k: int, seed: int, budget_mb: int
         parts = name.split("-")
         backend = parts[2] if len(parts) > 2 else "numpy"
         ds = decompose(field, n_modes=k, method=parts[1], weights="sqrt_coslat", backend=backend,
-                       memory_budget_mb=budget_mb, seed=seed)  # fmt: skip
+                       memory_budget_mb=budget_mb, seed=seed, precision=precision)  # fmt: skip
         return ds["eof"].values.reshape(k, -1), ds["eigenvalue"].values, pipeline.__version__
     w = sqrt_coslat(field["lat"].values).astype(field.dtype)
     if name.startswith("sklearn-"):
@@ -200,7 +201,8 @@ def worker(args: argparse.Namespace) -> None:
     seconds = []
     for i in range(args.warmup + args.repeats):
         start = time.perf_counter()
-        eofs, eigenvalues, version = run_method(args.worker, field, args.modes, args.seed, args.budget_mb)
+        eofs, eigenvalues, version = run_method(args.worker, field, args.modes, args.seed, args.budget_mb,
+                                                args.precision)
         if i >= args.warmup:
             seconds.append(time.perf_counter() - start)
     peak = peak_rss_above(baseline)
@@ -258,6 +260,7 @@ def run_one(name: str, store: Path, workdir: Path, args: argparse.Namespace) -> 
     result = workdir / f"{name}.npz"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--store", str(store), "--result", str(result),
            "--modes", str(args.modes), "--seed", str(args.seed), "--budget-mb", str(args.budget_mb),
+           "--precision", args.precision,
            "--repeats", str(args.repeats), "--warmup", str(args.warmup)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -295,6 +298,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"from {', '.join(DEFAULT_METHODS + OPTIONAL_METHODS + CUPY_METHODS)}")  # fmt: skip
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy", help="cupy adds pipeline-gram/randomized on CuPy")
     p.add_argument("--budget-mb", type=int, default=512, help="memory_budget_mb passed to decompose")
+    p.add_argument("--precision", choices=["float64", "float32"], default="float64",
+                   help="accumulation precision passed to decompose")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--warmup", type=int, default=0, help="untimed calls before the timed ones (same process)")
     p.add_argument("--workdir", type=Path, default=None, help="where the synthetic store goes (default: a temporary directory)")
@@ -346,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         "data": {"n_time": args.n_time, "n_lat": args.n_lat, "n_lon": args.n_lon, "dtype": "float32", "modes": args.modes,
                  "variances": variances, "noise_std": args.noise_std, "seed": args.seed, "weights": "sqrt_coslat"},
         "timing": {"repeats": args.repeats, "warmup": args.warmup, "budget_mb": args.budget_mb,
+                   "precision": args.precision,
                    "note": "wall time of one call on data already in memory, imports excluded, in a fresh process per method"},
         "reference": {"method": "numpy.linalg.svd, float64, dense", "seconds": ref_seconds, "eigenvalues": ref_lam.tolist()},
         "machine": machine_info(),

@@ -269,13 +269,14 @@ class _Counting(st.FieldSource):
         return block
 
 
+@pytest.mark.parametrize("readers", [1, 3])
 @pytest.mark.parametrize("prefetch", [0, 1, 3])
-def test_stream_yields_tiles_in_order_with_contents(stores, prefetch):
+def test_stream_yields_tiles_in_order_with_contents(stores, prefetch, readers):
     source = st.ZarrSource(stores[(4, 2, 3)])
     tiles = st.plan_tiles(source, 500)
     stats = st.StreamStats()
     seen = []
-    for tile, block in st.stream(source, tiles, resolve("numpy"), prefetch=prefetch, stats=stats):
+    for tile, block in st.stream(source, tiles, resolve("numpy"), prefetch=prefetch, readers=readers, stats=stats):
         assert isinstance(block, np.ndarray) and block.dtype == source.dtype
         np.testing.assert_array_equal(block, source.read(tile))
         seen.append(tile)
@@ -368,6 +369,8 @@ def test_progress_is_logged_with_throughput(field, caplog):
 def test_stream_rejects_bad_arguments(field):
     source, b = st.open_source(field), resolve("numpy")
     tiles = st.plan_tiles(source, 10**6)
+    with pytest.raises(ValueError, match="readers must be a positive integer"):
+        st.stream(source, tiles, b, readers=0)
     with pytest.raises(ValueError, match="prefetch must be a non-negative integer"):
         st.stream(source, tiles, b, prefetch=-1)
     with pytest.raises(ValueError, match="log_every must be"):

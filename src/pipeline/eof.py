@@ -120,7 +120,7 @@ class _Field:
         mean = self.backend.asarray(self.mean[tile.lat, tile.lon].ravel(), dtype=self.accum)
         w = self.backend.asarray(self.weight[tile.lat, tile.lon].ravel(), dtype=self.accum)
         valid = self.backend.asarray(self.valid[tile.lat, tile.lon].ravel())
-        x = xp.reshape(xp.astype(block, self.accum), (n_t, -1)) - mean[None, :]
+        x = xp.reshape(xp.astype(block, self.accum, copy=False), (n_t, -1)) - mean[None, :]
         a = xp.where(valid[None, :], x, xp.zeros_like(x))
         return a, a * w[None, :]
 
@@ -134,10 +134,12 @@ class _Field:
         """
         xp = self.xp
         index = np.flatnonzero(self.valid[tile.lat, tile.lon].ravel())
-        x = xp.take(xp.reshape(block, (tile.shape[0], -1)), self.backend.asarray(index), axis=1)
+        x = xp.reshape(block, (tile.shape[0], -1))
+        if index.size < x.shape[1]:  # copy only when some cells are not complete
+            x = xp.take(x, self.backend.asarray(index), axis=1)
         mean = self.backend.asarray(self.mean[tile.lat, tile.lon].ravel()[index], dtype=self.accum)
         w = self.backend.asarray(self.weight[tile.lat, tile.lon].ravel()[index], dtype=self.accum)
-        return xp.astype(x, self.accum), mean, w, index
+        return xp.astype(x, self.accum, copy=False), mean, w, index
 
     def tiles(self) -> list[stream.Tile]:
         return stream.plan_tiles(self.src, self.budget)

@@ -117,7 +117,7 @@ def _tile_pass(src, tiles, backend, weight_lat, accum, keep_gram, anomaly_out):
     gram = xp.zeros((n_time, n_time), dtype=accum) if keep_gram else None
     w_all = backend.asarray(weight_lat, dtype=accum)
     for tile, block in stream.stream(src, tiles, backend, label=f"moments of {src.attrs.get('field_name', 'field')}"):
-        x = xp.reshape(xp.astype(block, accum), (n_time, -1))
+        x = xp.reshape(xp.astype(block, accum, copy=False), (n_time, -1))
         m = ks.block_moments(x)
         nlat_t, nlon_t = tile.shape[1:]
         for key, value in zip(("count", "mean", "m2"), m):
@@ -139,7 +139,7 @@ def _time_pass(src, blocks, backend, accum, anomaly_out):
     xp = backend.xp
     state, como = None, None
     for tile, block in stream.stream(src, blocks, backend, label=f"moments of {src.attrs.get('field_name', 'field')}"):
-        x = xp.reshape(xp.astype(block, accum), (tile.shape[0], -1))
+        x = xp.reshape(xp.astype(block, accum, copy=False), (tile.shape[0], -1))
         part = ks.block_moments(x)
         state = part if state is None else ks.merge_moments(state, part)
         part_c = ks.block_comoment(x)

@@ -8,8 +8,8 @@ store or an in-memory array) is cut into :class:`Tile` s by a planner:
 * :func:`plan_time_blocks` -- blocks of consecutive time steps holding *all*
   cells, aligned to the time chunks.
 
-:func:`stream` then reads the tiles in a background thread, ``prefetch`` tiles
-ahead of the caller's compute, and yields each on the backend (a NumPy array,
+:func:`stream` then reads the tiles with a pool of ``readers`` threads,
+``prefetch`` tiles ahead of the caller's compute and in order, and yields each on the backend (a NumPy array,
 or a CuPy array copied through a pinned host buffer on a non-blocking CUDA
 stream). At most ``prefetch + 2`` tiles are alive at once, so memory stays
 bounded by about ``(prefetch + 2) * budget``.
@@ -446,7 +446,7 @@ def stream(
 ) -> Iterator[tuple[Tile, Any]]:
     """Yield ``(tile, array)`` for each tile in order, the array on ``backend``.
 
-    A background thread reads (decompresses) tiles ``prefetch`` ahead of the
+    A pool of ``readers`` threads reads (decompresses) tiles ``prefetch`` ahead of the
     caller, so reading overlaps with the caller's compute; at most
     ``prefetch + 2`` tiles are alive at once (the one being computed on, the one
     being handed over, and ``prefetch`` read ahead). With CuPy each host tile is

@@ -62,7 +62,7 @@ def block_moments(x: Array, dtype: Any = None) -> RunningMoments:
     """
     xp = array_api_compat.array_namespace(x)
     if dtype is not None:
-        x = xp.astype(x, dtype)
+        x = xp.astype(x, dtype, copy=False)
     valid = ~xp.isnan(x)
     zero = xp.zeros_like(x)
     count = xp.sum(xp.astype(valid, x.dtype), axis=0)
@@ -100,7 +100,7 @@ def block_comoment(x: Array, dtype: Any = None) -> RunningComoment:
     """
     xp = array_api_compat.array_namespace(x)
     if dtype is not None:
-        x = xp.astype(x, dtype)
+        x = xp.astype(x, dtype, copy=False)
     mean = xp.mean(x, axis=0)
     dev = x - mean[None, :]
     return RunningComoment(int(x.shape[0]), mean, xp.matrix_transpose(dev) @ dev)
@@ -118,7 +118,7 @@ def merge_comoment(a: RunningComoment, b: RunningComoment) -> RunningComoment:
 def gram_update(gram: Array, xw: Array) -> Array:
     """``gram + X_w X_wᵀ`` for one tile ``X_w`` (sample, cells of the tile), in the dtype of ``gram``."""
     xp = array_api_compat.array_namespace(gram, xw)
-    xw = xp.astype(xw, gram.dtype)
+    xw = xp.astype(xw, gram.dtype, copy=False)
     return gram + xw @ xp.matrix_transpose(xw)
 
 
@@ -132,7 +132,7 @@ def orthonormalize(y: Array) -> Array:
 def project(xw: Array, u: Array, s: Array) -> Array:
     """EOF rows of one tile: ``X_wᵀ U / s`` (cells of the tile, mode)."""
     xp = array_api_compat.array_namespace(xw, u, s)
-    return (xp.matrix_transpose(xp.astype(xw, u.dtype)) @ u) / s[None, :]
+    return (xp.matrix_transpose(xp.astype(xw, u.dtype, copy=False)) @ u) / s[None, :]
 
 
 def pc_moments(anomaly: Array, pc: Array) -> Array:
@@ -144,7 +144,7 @@ def pc_moments(anomaly: Array, pc: Array) -> Array:
     result as over the whole record.
     """
     xp = array_api_compat.array_namespace(anomaly, pc)
-    return xp.matrix_transpose(xp.astype(anomaly, pc.dtype)) @ pc
+    return xp.matrix_transpose(xp.astype(anomaly, pc.dtype, copy=False)) @ pc
 
 
 def implicit_sketch_update(y: Array, x: Array, mean: Array, w: Array, omega: Array) -> Array:
@@ -155,18 +155,18 @@ def implicit_sketch_update(y: Array, x: Array, mean: Array, w: Array, omega: Arr
     never copied to centre or weight it.
     """
     xp = array_api_compat.array_namespace(y, x, omega)
-    wo = w[:, None] * xp.astype(omega, y.dtype)
-    return y + xp.astype(x, y.dtype) @ wo - (mean @ wo)[None, :]
+    wo = w[:, None] * xp.astype(omega, y.dtype, copy=False)
+    return y + xp.astype(x, y.dtype, copy=False) @ wo - (mean @ wo)[None, :]
 
 
 def implicit_range(x: Array, mean: Array, w: Array, q: Array) -> Array:
     """``X_wᵀ Q = diag(w) (xᵀ Q − mean (1ᵀ Q))`` for one tile, without forming ``X_w``."""
     xp = array_api_compat.array_namespace(x, q)
-    return w[:, None] * (xp.matrix_transpose(xp.astype(x, q.dtype)) @ q - mean[:, None] * xp.sum(q, axis=0)[None, :])
+    return w[:, None] * (xp.matrix_transpose(xp.astype(x, q.dtype, copy=False)) @ q - mean[:, None] * xp.sum(q, axis=0)[None, :])
 
 
 def implicit_power_update(y: Array, x: Array, mean: Array, w: Array, q: Array) -> Array:
     """``y + X_w X_wᵀ Q`` for one tile, without forming ``X_w`` (two products and rank-one corrections)."""
     xp = array_api_compat.array_namespace(y, x, q)
     wz = w[:, None] * implicit_range(x, mean, w, q)
-    return y + xp.astype(x, y.dtype) @ wz - (mean @ wz)[None, :]
+    return y + xp.astype(x, y.dtype, copy=False) @ wz - (mean @ wz)[None, :]
