@@ -25,18 +25,6 @@ except ImportError:
 METHODS = ("time", "space", "svd")
 
 
-@pytest.fixture(autouse=True)
-def _strict_2023(request):
-    """Hold array-api-strict to the 2023.12 standard, no data-dependent shapes."""
-    if "xp" not in request.fixturenames or "strict" not in request.getfixturevalue("xp").__name__:
-        yield
-        return
-    import array_api_strict
-
-    with array_api_strict.ArrayAPIStrictFlags(api_version="2023.12", boolean_indexing=False, data_dependent_shapes=False):
-        yield
-
-
 def _random_xw(n: int, p: int, seed: int = 3) -> np.ndarray:
     """Centred, weighted anomalies with a spread-out spectrum."""
     rng = np.random.default_rng(seed)

@@ -22,18 +22,6 @@ except ImportError:
     from conftest import tolerance
 
 
-@pytest.fixture(autouse=True)
-def _strict_2023(request):
-    """Hold array-api-strict to the 2023.12 standard, no data-dependent shapes."""
-    if "xp" not in request.fixturenames or "strict" not in request.getfixturevalue("xp").__name__:
-        yield
-        return
-    import array_api_strict
-
-    with array_api_strict.ArrayAPIStrictFlags(api_version="2023.12", boolean_indexing=False, data_dependent_shapes=False):
-        yield
-
-
 def _with_nans(n: int = 25, p: int = 14, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = 3.0 + 2.0 * rng.standard_normal((n, p))
