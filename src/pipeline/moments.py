@@ -122,6 +122,8 @@ def _tile_pass(src, tiles, backend, weight_lat, accum, keep_gram, anomaly_out):
         nlat_t, nlon_t = tile.shape[1:]
         for key, value in zip(("count", "mean", "m2"), m):
             stats[key][tile.lat, tile.lon] = to_numpy(value).reshape(nlat_t, nlon_t)
+        if anomaly_out is None and gram is None:
+            continue  # statistics only
         anomaly = x - m.mean[None, :]
         if anomaly_out is not None:
             anomaly_out[:, tile.lat, tile.lon] = to_numpy(anomaly).reshape(n_time, nlat_t, nlon_t)
