@@ -93,6 +93,15 @@ def resolve(name: str = "auto") -> Backend:
     return Backend(name=name, xp=xp)
 
 
+def as_backend(backend: Backend | str) -> Backend:
+    """A :class:`Backend` from either a resolved backend or its config name."""
+    if isinstance(backend, Backend):
+        return backend
+    if isinstance(backend, str):
+        return resolve(backend)
+    raise TypeError(f"backend must be a Backend or one of auto, numpy, cupy; got {type(backend).__name__}.")
+
+
 def to_numpy(x: Any) -> np.ndarray:
     """Bring any supported array (NumPy, CuPy, array-api-strict) to host NumPy."""
     if isinstance(x, np.ndarray):

@@ -35,7 +35,7 @@ import xarray as xr
 
 from pipeline import grid, io
 from pipeline import regression as reg
-from pipeline.backend import Backend, to_numpy
+from pipeline.backend import Backend, as_backend, to_numpy
 from pipeline.kernels import posterior as kp
 from pipeline.kernels import regression as kr
 
@@ -141,7 +141,7 @@ def compute(
     """
     check_params(params)
     reg.check_params(regression_params)
-    b = reg.as_backend(backend)
+    b = as_backend(backend)
     aligned = reg.align_years(
         target_ds, predictor_eof_ds, target=regression_params["target"],
         predictor=regression_params["predictor"], n_predictors=regression_params["n_predictors"],
@@ -214,7 +214,7 @@ def run(
     backend: str = "auto",
 ) -> None:
     """Read the three input stores, sample the posterior, and write ``output``."""
-    b = reg.as_backend(backend)
+    b = as_backend(backend)
     target_ds = io.open_store(target_store, "target fields store")
     eof_ds = io.open_store(predictor_eof_store, "predictor EOF store")
     regression_ds = io.open_store(regression_store, "regression store")

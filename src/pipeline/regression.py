@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline import grid, io
-from pipeline.backend import Backend, resolve, to_numpy
+from pipeline.backend import Backend, as_backend, to_numpy
 from pipeline.kernels import regression as kr
 
 log = logging.getLogger(__name__)
@@ -178,15 +178,6 @@ def align_years(
         target_units=str(target_ds.attrs.get("field_units", target_ds["field"].attrs.get("units", ""))),
         predictor_units=str(pc.attrs.get("units", predictor_eof_ds.attrs.get("field_units", ""))),
     )
-
-
-def as_backend(backend: Backend | str) -> Backend:
-    """A :class:`Backend` from either a resolved backend or its config name."""
-    if isinstance(backend, Backend):
-        return backend
-    if isinstance(backend, str):
-        return resolve(backend)
-    raise TypeError(f"backend must be a Backend or one of auto, numpy, cupy; got {type(backend).__name__}.")
 
 
 def check_design(aligned: Aligned) -> None:
