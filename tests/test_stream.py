@@ -177,7 +177,7 @@ def test_tile_rejects_open_or_strided_slices():
 def test_zarr_and_array_sources_agree(stores, field):
     z = st.ZarrSource(stores[(4, 2, 3)])
     a = st.open_source(field)
-    assert isinstance(a, st.ArraySource) and a.chunks == (SHAPE[0], 1, SHAPE[2])  # default: one latitude row
+    assert isinstance(a, st.ArraySource) and a.chunks == (1, 1, min(SHAPE[2], 256))  # default: one step, one row, <= 256 lon
     assert (z.shape, z.dtype, z.chunks, z.units) == (SHAPE, np.dtype("float64"), (4, 2, 3), "K")
     assert z.attrs["field_name"] == a.attrs["field_name"] == "sst" and a.units == "K"
     for name in ("time", "lat", "lon"):
@@ -186,8 +186,25 @@ def test_zarr_and_array_sources_agree(stores, field):
     assert z.nbytes == a.nbytes == int(np.prod(SHAPE)) * 8
     for tile in st.plan_tiles(z, 800) + st.plan_time_blocks(z, 1000):
         zt, at = z.read(tile), a.read(tile)
-        assert zt.flags.c_contiguous and at.flags.c_contiguous and zt.shape == at.shape == tile.shape
+        assert zt.flags.c_contiguous and zt.shape == at.shape == tile.shape
+        assert not at.flags.writeable and np.shares_memory(at, field["field"].values)  # a read-only view
         np.testing.assert_array_equal(zt, at)  # NaN on land in both
+
+
+def test_in_memory_sources_stream_views_without_threads_and_cache_sized_tiles(stores, field):
+    a, z = st.open_source(field), st.ZarrSource(stores[(4, 2, 3)])
+    assert a.in_memory and not z.in_memory
+    assert not st.ArraySource(xr.open_zarr(stores[(4, 2, 3)], consolidated=False)["field"]).in_memory  # lazy: read box by box
+    numpy = resolve("numpy")
+    assert st.tile_bytes(a, 10**9, numpy) == st.CACHE_TILE_BYTES and st.tile_bytes(z, 10**9, numpy) == 10**9
+    assert st.tile_bytes(a, 100, numpy) == 100
+    tiles = st.plan_tiles(a, 800)
+    stats = st.StreamStats()
+    got = [(t, b) for t, b in st.stream(a, tiles, numpy, stats=stats)]
+    assert [t for t, _ in got] == tiles and stats.tiles == len(tiles) and stats.bytes == a.nbytes
+    for tile, block in got:
+        assert np.shares_memory(block, field["field"].values) and not block.flags.writeable
+        np.testing.assert_array_equal(block, z.read(tile))
 
 
 def test_zarr_v2_store_reads_the_same(stores, field):
@@ -406,3 +423,30 @@ def test_stream_to_cupy_gives_ready_device_arrays(stores, field):
     values = field["field"].values.astype(np.float64)
     # the anomalies sum to about zero: compare on the scale of the absolute values
     np.testing.assert_allclose(float(total), np.nansum(values), rtol=0, atol=1e-12 * np.nansum(np.abs(values)))
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_imap_returns_every_tile_result_in_order_and_raises_errors(stores, field, in_memory):
+    source = st.open_source(field) if in_memory else st.ZarrSource(stores[(4, 2, 3)])
+    tiles = st.plan_tiles(source, 10 * 8 * 8)
+    assert len(tiles) > 3
+    threads = set()
+
+    def total(tile, block):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.002 * (tile.index % 3))  # uneven work: order must still hold
+        return tile.index, float(np.nansum(block))
+
+    got = list(st.imap(total, source, tiles, resolve("numpy"), workers=2))
+    assert [t for t, _ in got] == tiles and [r[0] for _, r in got] == [t.index for t in tiles]
+    expected = [float(np.nansum(field["field"].values[t.time, t.lat, t.lon])) for t in tiles]
+    np.testing.assert_allclose([r[1] for _, r in got], expected, rtol=1e-12)
+    assert (threading.current_thread().name not in threads) == in_memory  # worker threads only for in-memory data
+
+    def fail(tile, block):
+        if tile.index == 2:
+            raise ValueError("bad tile")
+        return tile.index
+
+    with pytest.raises(ValueError, match="bad tile"):
+        list(st.imap(fail, source, tiles, resolve("numpy"), workers=2))

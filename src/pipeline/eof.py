@@ -53,11 +53,13 @@ DEFAULTS: dict[str, Any] = {
     "method": "auto",
     "memory_budget_mb": 1024,
     "precision": "float64",
-    "power_iterations": 7,
-    "oversample": 10,
+    "power_iterations": 4,
+    "oversample": 4,
     "seed": 0,
     "exact_max_mb": 64,
 }
+CENTRE_ABOVE = 10.0
+"""``|mean|/std`` above which ``randomized`` centres raw tiles before float32 products."""
 
 
 def _params(params: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +114,10 @@ class _Field:
         self.total_variance = float(np.sum((self.weight * np.where(valid, std, 0.0)) ** 2))
         self.n = src.shape[0]
         self.budget = moments.tile_budget(budget_mb, src.dtype.itemsize, np.dtype(precision).itemsize)
+        # float32 products of raw values lose about log10(|mean|/std) digits to cancellation: centre such tiles first
+        spread = np.abs(self.mean) / np.where(valid & (std > 0), std, np.inf)
+        self.centre_raw = precision == "float32" and bool(np.any(spread > CENTRE_ABOVE))
+        self._complete: dict[int, tuple[np.ndarray, Any, Any, Any]] = {}
 
     def weighted(self, tile: stream.Tile, block: Any) -> tuple[Any, Any]:
         """Anomaly (NaN-free, zero off the complete cells) and weighted anomaly of one block."""
@@ -133,16 +139,23 @@ class _Field:
         columns' positions among the tile's cells.
         """
         xp = self.xp
-        index = np.flatnonzero(self.valid[tile.lat, tile.lon].ravel())
+        if tile.index not in self._complete:  # the same tiles come back pass after pass
+            index = np.flatnonzero(self.valid[tile.lat, tile.lon].ravel())
+            self._complete[tile.index] = (
+                index, None if index.size == tile.n_cells else self.backend.asarray(index),
+                self.backend.asarray(self.mean[tile.lat, tile.lon].ravel()[index], dtype=self.accum),
+                self.backend.asarray(self.weight[tile.lat, tile.lon].ravel()[index], dtype=self.accum))
+        index, take, mean, w = self._complete[tile.index]
         x = xp.reshape(block, (tile.shape[0], -1))
-        if index.size < x.shape[1]:  # copy only when some cells are not complete
-            x = xp.take(x, self.backend.asarray(index), axis=1)
-        mean = self.backend.asarray(self.mean[tile.lat, tile.lon].ravel()[index], dtype=self.accum)
-        w = self.backend.asarray(self.weight[tile.lat, tile.lon].ravel()[index], dtype=self.accum)
-        return xp.astype(x, self.accum, copy=False), mean, w, index
+        if take is not None:  # copy only when some cells are not complete
+            x = xp.take(x, take, axis=1)
+        x = xp.astype(x, self.accum, copy=False)
+        if self.centre_raw:
+            return x - mean[None, :], xp.zeros_like(mean), w, index
+        return x, mean, w, index
 
     def tiles(self) -> list[stream.Tile]:
-        return stream.plan_tiles(self.src, self.budget)
+        return stream.plan_tiles(self.src, stream.tile_bytes(self.src, self.budget, self.backend))
 
     def stream(self, tiles: list[stream.Tile], what: str):
         return stream.stream(self.src, tiles, self.backend, label=f"{what} of {self.name}")
@@ -206,41 +219,62 @@ def _gram(f: _Field, mom: xr.Dataset, n_modes: int) -> tuple[dict[str, np.ndarra
 
 
 def _randomized(f: _Field, p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
-    """Randomized subspace iteration on the time side, finished with ``B = Qᵀ X_w``.
+    """Randomized block Krylov on the time side, finished by Rayleigh–Ritz (Musco & Musco 2015).
 
-    Passes: one sketch ``Y = X_w Ω``; ``power_iterations`` passes
-    ``Y ← X_w X_wᵀ Q``; one last pass keeping ``Z = X_wᵀ Q`` (cells × l), whose
-    small SVD gives the EOFs, PCs and, with the stored standard deviations,
-    the correlation and covariance maps, so no projection pass is needed.
+    The time-side basis starts from a random ``n × l`` block orthogonal to the
+    constant (as the anomalies' columns are) and grows by one block per pass:
+    pass ``i`` computes, tile by tile, ``Z_i = X_wᵀ Q_i`` (kept) and
+    ``Y = X_w Z_i`` (two products while the tile is in cache); ``Q_{i+1}`` is
+    ``Y`` orthonormalized against every earlier block. The last pass computes
+    only ``Z``. With ``Q = [Q_0 … Q_b]`` and ``B = Qᵀ X_w = [Z_0 … Z_b]ᵀ``, the
+    eigenpairs ``(s², Ũ)`` of ``B Bᵀ`` give the EOFs ``Bᵀ Ũ / s`` and the PCs
+    ``Q Ũ s``; the maps follow from the stored standard deviations, so there is
+    no projection pass.
     """
-    xp, k = f.xp, p["n_modes"]
-    width = min(k + p["oversample"], f.n, f.cells.n_features)
+    xp, k, n = f.xp, p["n_modes"], f.n
+    width = max(1, min(-(-(k + p["oversample"]) // 8) * 8, n - 1))  # a multiple of 8: free with SIMD GEMM kernels
+    n_blocks = max(1, min(p["power_iterations"] + 1, (n - 1) // width))
     tiles = f.tiles()
-    y = xp.zeros((f.n, width), dtype=f.accum)
-    for tile, block in f.stream(tiles, "randomized sketch"):
-        x, mean, w, index = f.complete(tile, block)
-        omega = np.random.default_rng([p["seed"], tile.index]).standard_normal((tile.shape[1] * tile.shape[2], width))
-        y = ks.implicit_sketch_update(y, x, mean, w, f.backend.asarray(omega[index], dtype=f.accum))
-    for it in range(p["power_iterations"]):
-        q = ks.orthonormalize(y)
-        y = xp.zeros_like(q)
-        for tile, block in f.stream(tiles, f"power iteration {it + 1}"):
-            y = ks.implicit_power_update(y, *f.complete(tile, block)[:3], q)
-    q = ks.orthonormalize(y)
+    rng = np.random.default_rng(p["seed"])
+    basis = f.backend.asarray(np.full((n, 1), 1.0 / math.sqrt(n)))
+    q = ks.extend_basis(basis, f.backend.asarray(rng.standard_normal((n, width))))
+    z_tiles: dict[int, list[Any]] = {tile.index: [] for tile in tiles}
+    index: dict[int, np.ndarray] = {}
+    for i in range(n_blocks):
+        last = i == n_blocks - 1
+        q_acc, y = xp.astype(q, f.accum), xp.zeros((n, width), dtype=f.accum)
+
+        def step(tile: stream.Tile, block: Any, q_acc=q_acc, last=last) -> tuple[Any, Any, np.ndarray]:
+            x, mean, w, cells = f.complete(tile, block)
+            return (*ks.implicit_krylov_step(x, mean, w, q_acc, image=not last), cells)
+
+        for tile, (z, image, index[tile.index]) in stream.imap(step, f.src, tiles, f.backend,
+                                                               label=f"randomized pass {i + 1}/{n_blocks} of {f.name}"):
+            z_tiles[tile.index].append(z)
+            y = y if last else y + image
+        basis = xp.concat([basis, q], axis=1)
+        if not last:
+            q = ks.extend_basis(basis, y)
+    size = width * n_blocks
+    gram = xp.zeros((size, size), dtype=xp.float64)  # B Bᵀ
+    for tile in tiles:
+        b_t = xp.astype(xp.concat(z_tiles[tile.index], axis=1), xp.float64)
+        gram = gram + xp.matrix_transpose(b_t) @ b_t
+    values, vectors = xp.linalg.eigh(gram)
+    values, vectors = to_numpy(xp.flip(values, axis=0)) / (n - 1.0), xp.flip(vectors, axis=1)
+    rank = _check_rank(values, (n, f.cells.n_features), k, f.name)
+    sing = np.sqrt(values[:k] * (n - 1.0))
+    to_eof = vectors[:, :k] / f.backend.asarray(sing)[None, :]
     nlat, nlon = f.cells.valid.shape
-    z = np.zeros((width, nlat, nlon))
-    for tile, block in f.stream(tiles, "randomized range"):
-        x, mean, w, index = f.complete(tile, block)
-        z_tile = np.zeros((width, tile.shape[1] * tile.shape[2]))
-        z_tile[:, index] = to_numpy(xp.matrix_transpose(ks.implicit_range(x, mean, w, q)))
-        z[:, tile.lat, tile.lon] = z_tile.reshape(width, *tile.shape[1:])
-    z = z.reshape(width, -1)[:, f.cells.flat].T  # (cells, l) = X_wᵀ Q
-    u_small, sing, vt = np.linalg.svd(z.T, full_matrices=False)  # Zᵀ = Qᵀ X_w = Ũ Σ Vᵀ
-    values = sing**2 / (f.n - 1.0)
-    rank = _check_rank(values, (f.n, f.cells.n_features), k, f.name)
-    eof_fk = vt[:k].T
-    pc = to_numpy(q) @ (u_small[:, :k] * sing[:k])
-    return _maps_from_eofs(f, eof_fk, pc, sing[:k]), values[:k], rank
+    eof = np.zeros((k, nlat, nlon))
+    for tile in tiles:
+        b_t = xp.astype(xp.concat(z_tiles.pop(tile.index), axis=1), xp.float64)
+        e_tile = np.zeros((k, tile.n_cells))
+        e_tile[:, index[tile.index]] = to_numpy(xp.matrix_transpose(b_t @ to_eof))
+        eof[:, tile.lat, tile.lon] = e_tile.reshape(k, *tile.shape[1:])
+    eof_fk = eof.reshape(k, -1)[:, f.cells.flat].T
+    pc = to_numpy(basis[:, 1:] @ vectors[:, :k]) * sing[None, :]
+    return _maps_from_eofs(f, eof_fk, pc, sing), values[:k], rank
 
 
 def _maps_from_eofs(f: _Field, eof_fk: np.ndarray, pc: np.ndarray, sing: np.ndarray) -> dict[str, np.ndarray]:
@@ -401,7 +435,7 @@ def _dataset(out, lam, rank, method, f: _Field, mom: xr.Dataset) -> xr.Dataset:
 
 def decompose(source: Any, *, n_modes: int, method: str = "auto", weights: str = "sqrt_coslat",
               backend: str = "auto", memory_budget_mb: int = 512, precision: str = "float64",
-              power_iterations: int = 7, oversample: int = 10, seed: int = 0) -> xr.Dataset:
+              power_iterations: int = 4, oversample: int = 4, seed: int = 0) -> xr.Dataset:
     """Moments and EOFs of a field in one call (what the two stages do, without stores in between).
 
     ``source`` is a fields-store path, an ``xr.Dataset`` with ``field`` or a

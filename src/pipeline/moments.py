@@ -22,7 +22,8 @@ How the covariance is accumulated depends on its kind:
 
 Config section ``moments``: ``weights``, ``min_time_steps``, ``covariance``
 (``auto`` | ``time`` | ``space`` | ``none``), ``memory_budget_mb``,
-``precision`` (``float64`` | ``float32`` accumulation), ``max_covariance_mb``,
+``precision`` (``float64`` | ``float32`` accumulation of the covariance; the
+per-cell statistics are always accumulated in float64), ``max_covariance_mb``,
 ``store_anomaly_mb`` (keep ``anomaly`` when the field is at most this size),
 ``n_tiles`` (workflow: jobs the tile pass is split into).
 """
@@ -117,14 +118,14 @@ def _tile_pass(src, tiles, backend, weight_lat, accum, keep_gram, anomaly_out):
     gram = xp.zeros((n_time, n_time), dtype=accum) if keep_gram else None
     w_all = backend.asarray(weight_lat, dtype=accum)
     for tile, block in stream.stream(src, tiles, backend, label=f"moments of {src.attrs.get('field_name', 'field')}"):
-        x = xp.reshape(xp.astype(block, accum, copy=False), (n_time, -1))
-        m = ks.block_moments(x)
+        raw = xp.reshape(block, (n_time, -1))
+        m = ks.block_moments(raw, dtype=xp.float64)
         nlat_t, nlon_t = tile.shape[1:]
         for key, value in zip(("count", "mean", "m2"), m):
             stats[key][tile.lat, tile.lon] = to_numpy(value).reshape(nlat_t, nlon_t)
         if anomaly_out is None and gram is None:
             continue  # statistics only
-        anomaly = x - m.mean[None, :]
+        anomaly = xp.astype(raw, accum, copy=False) - xp.astype(m.mean, accum)[None, :]
         if anomaly_out is not None:
             anomaly_out[:, tile.lat, tile.lon] = to_numpy(anomaly).reshape(n_time, nlat_t, nlon_t)
         if gram is not None:
@@ -136,24 +137,29 @@ def _tile_pass(src, tiles, backend, weight_lat, accum, keep_gram, anomaly_out):
     return stats, gram
 
 
-def _time_pass(src, blocks, backend, accum, anomaly_out):
-    """One pass over time blocks: Chan-merged statistics and co-moment of all cells."""
+def _time_pass(src, blocks, backend, accum, anomaly_out, keep_comoment=True):
+    """One pass over time blocks: Chan-merged statistics and (if asked) co-moment of all cells."""
     xp = backend.xp
-    state, como = None, None
-    for tile, block in stream.stream(src, blocks, backend, label=f"moments of {src.attrs.get('field_name', 'field')}"):
-        x = xp.reshape(xp.astype(block, accum, copy=False), (tile.shape[0], -1))
-        part = ks.block_moments(x)
-        state = part if state is None else ks.merge_moments(state, part)
-        part_c = ks.block_comoment(x)
-        como = part_c if como is None else ks.merge_comoment(como, part_c)
+
+    def block_stats(tile: stream.Tile, block: Any) -> tuple[ks.RunningMoments, ks.RunningComoment | None]:
+        x = xp.reshape(block, (tile.shape[0], -1))
         if anomaly_out is not None:
             anomaly_out[tile.time] = to_numpy(x).reshape(tile.shape)  # centred after the pass
+        como = ks.block_comoment(xp.astype(x, accum, copy=False)) if keep_comoment else None
+        return ks.block_moments(x, dtype=xp.float64), como
+
+    state, como = None, None
+    label = f"moments of {src.attrs.get('field_name', 'field')}"
+    for _, (part, part_c) in stream.imap(block_stats, src, blocks, backend, label=label):
+        state = part if state is None else ks.merge_moments(state, part)
+        if part_c is not None:
+            como = part_c if como is None else ks.merge_comoment(como, part_c)
     shape = src.shape[1:]
     stats = {k: to_numpy(v).reshape(shape) for k, v in zip(("count", "mean", "m2"), state)}
     stats["count"] = stats["count"].astype(np.int64)
     if anomaly_out is not None:
         anomaly_out -= np.where(stats["count"] > 0, stats["mean"], np.nan)[None]
-    return stats, como.comoment
+    return stats, None if como is None else como.comoment
 
 
 def compute(
@@ -201,8 +207,10 @@ def compute(
     start = time.perf_counter()
     if kind == "space":
         stats, comoment = _time_pass(src, stream.plan_time_blocks(src, budget), backend, accum, anomaly)
+    elif kind == "none" and part is None and src.in_memory:  # contiguous time blocks: no strided reductions
+        stats, comoment = _time_pass(src, stream.plan_time_blocks(src, budget), backend, accum, anomaly, False)
     else:
-        tiles = stream.plan_tiles(src, budget, part=part)
+        tiles = stream.plan_tiles(src, stream.tile_bytes(src, budget, backend), part=part)
         stats, comoment = _tile_pass(src, tiles, backend, weight.values, accum, kind == "time", anomaly)
     log.info("moments of %s: %d time steps x %d x %d cells, %s covariance, %s accumulation, %.2f s on %s",
              name, n_time, n_lat, n_lon, kind, p["precision"], time.perf_counter() - start, backend.name)

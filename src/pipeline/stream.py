@@ -42,6 +42,9 @@ from pipeline.backend import Backend
 log = logging.getLogger(__name__)
 
 DIMS = ("time", "lat", "lon")
+CACHE_TILE_BYTES = 4 * 2**20
+"""Tile size for an in-memory source on the CPU: reading costs nothing, and a
+tile this small stays in cache between the products a pass makes with it."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,13 @@ class FieldSource:
         Dataset attributes of the fields store (``field_name``, ...), ``{}`` if none.
     units : str
         The field variable's ``units`` attribute, ``""`` if none.
+    in_memory : bool
+        Whether :meth:`read` returns views of data already in host memory
+        (no reading cost; :func:`stream` then hands them over without threads,
+        and the stages cut such a source into cache-sized tiles).
     """
 
+    in_memory: bool = False
     shape: tuple[int, int, int]
     dtype: np.dtype
     chunks: tuple[int, int, int]
@@ -114,7 +122,11 @@ class FieldSource:
         return int(math.prod(self.shape)) * self.dtype.itemsize
 
     def read(self, tile: Tile) -> np.ndarray:
-        """The values of ``tile``: a C-contiguous host array of shape ``tile.shape`` and dtype :attr:`dtype`."""
+        """The values of ``tile``: a host array of shape ``tile.shape`` and dtype :attr:`dtype`.
+
+        C-contiguous, except from an :attr:`in_memory` source, which returns a
+        read-only view whose last two axes are contiguous.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement read().")
 
     def _check_tile(self, tile: Tile) -> None:
@@ -151,8 +163,12 @@ class ArraySource(FieldSource):
     coords : dict, optional
         ``time``/``lat``/``lon`` values for a NumPy ``field`` (default: positions).
     chunks : tuple of int, optional
-        A chunk shape to plan with (default: all time steps, one latitude
-        row, all longitudes, so that tiles can be as small as a row).
+        A chunk shape to plan with (default: one time step, one latitude
+        row, 256 longitudes, so that tiles can be as small as a cache and
+        time blocks any length).
+
+    A field held in a NumPy array (``in_memory``) is read as read-only views,
+    never copied; a lazily loaded or dask-backed DataArray is read box by box.
     """
 
     def __init__(
@@ -176,7 +192,9 @@ class ArraySource(FieldSource):
             self._data = field
         else:
             raise TypeError(f"ArraySource needs an xarray DataArray or a NumPy array; got {type(field).__name__}.")
-        self._set_axes(field.shape, field.dtype, chunks or (field.shape[0], 1, field.shape[2]), "field")
+        # xarray's own test for loaded data (a lazily opened or dask array is read box by box instead)
+        self.in_memory = bool(getattr(self._data, "_in_memory", True))
+        self._set_axes(field.shape, field.dtype, chunks or (1, 1, 256), "field")
         for d, n in zip(DIMS, self.shape):
             values = np.asarray(coords.get(d, np.arange(n)))
             if values.shape != (n,):
@@ -188,7 +206,11 @@ class ArraySource(FieldSource):
         self._check_tile(tile)
         block = self._data[tile.time, tile.lat, tile.lon]
         block = block.values if isinstance(block, xr.Variable) else block
-        return np.ascontiguousarray(block, dtype=self.dtype)
+        if not self.in_memory:
+            return np.ascontiguousarray(block, dtype=self.dtype)
+        view = block.view()
+        view.flags.writeable = False  # the caller's data: never written through
+        return view
 
 
 class ZarrSource(FieldSource):
@@ -369,6 +391,13 @@ def _part(tiles: list[Tile], part: tuple[int, int]) -> list[Tile]:
     return tiles[bounds[i] : bounds[i + 1]]
 
 
+def tile_bytes(source: FieldSource, budget_bytes: int, backend: Backend) -> int:
+    """Bytes per tile for a stage: ``budget_bytes``, or :data:`CACHE_TILE_BYTES` if smaller for an in-memory source on NumPy."""
+    if source.in_memory and backend.name == "numpy":
+        return min(int(budget_bytes), CACHE_TILE_BYTES)
+    return int(budget_bytes)
+
+
 def plan_time_blocks(source: FieldSource, budget_bytes: int) -> list[Tile]:
     """Blocks of consecutive time steps holding all cells, aligned to the time chunks, within a byte budget.
 
@@ -489,6 +518,8 @@ def stream(
     if isinstance(readers, bool) or not isinstance(readers, numbers.Integral) or readers < 1:
         raise ValueError(f"readers must be a positive integer; got {readers!r}.")
     stats = stats if stats is not None else StreamStats()
+    if source.in_memory and backend.name == "numpy":
+        return _stream_views(source, tiles, label or "stream", float(log_every), stats)
     return _stream(source, tiles, _transfer(backend), int(prefetch), int(readers), label or "stream",
                    float(log_every), stats)
 
@@ -532,6 +563,66 @@ def _stream(source: FieldSource, tiles: list[Tile], transfer: Any, prefetch: int
         permits.release()  # wake a reader waiting for a permit
         reader.join()
         pool.shutdown(wait=True, cancel_futures=True)
+        stats.elapsed = _time.perf_counter() - start
+        _log_progress(label, stats)
+
+
+def imap(fn: Any, source: FieldSource, tiles: Sequence[Tile], backend: Backend, *, label: str = "",
+         workers: int | None = None) -> Iterator[tuple[Tile, Any]]:
+    """Yield ``(tile, fn(tile, array))`` for each tile in order: :func:`stream` with the compute in it.
+
+    For an in-memory source on NumPy the tiles are views and ``fn`` runs on
+    ``workers`` threads (default: the CPUs this process may use), each with a
+    single-threaded BLAS, at most ``2 × workers`` tiles ahead of the caller;
+    NumPy releases the GIL in its loops and in BLAS, so one core computes per
+    tile. Otherwise ``fn`` runs in the caller's thread on :func:`stream`'s
+    tiles, whose reading already overlaps it. ``fn`` must not keep the
+    array: results that alias it would pin the tile.
+    """
+    if not (source.in_memory and backend.name == "numpy"):
+        for tile, block in stream(source, tiles, backend, label=label):
+            yield tile, fn(tile, block)
+        return
+    from threadpoolctl import threadpool_limits
+
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    stats = StreamStats(n_tiles=len(tiles))
+    start = _time.perf_counter()
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers, thread_name_prefix=f"tiles {label}") as pool:
+        pending: queue.SimpleQueue = queue.SimpleQueue()
+        ahead = iter(tiles)
+        for tile in [t for _, t in zip(range(2 * workers), ahead)]:
+            pending.put((tile, pool.submit(lambda t: fn(t, _read_one(source, t, stats)), tile)))
+        for k in range(1, len(tiles) + 1):
+            tile, future = pending.get()
+            result = future.result()
+            nxt = next(ahead, None)
+            if nxt is not None:
+                pending.put((nxt, pool.submit(lambda t: fn(t, _read_one(source, t, stats)), nxt)))
+            stats.tiles, stats.bytes = k, stats.bytes + tile.shape[0] * tile.n_cells * source.dtype.itemsize
+            yield tile, result
+    stats.elapsed = _time.perf_counter() - start
+    _log_progress(label or "imap", stats)
+
+
+def _stream_views(source: FieldSource, tiles: list[Tile], label: str, log_every: float,
+                  stats: StreamStats) -> Iterator[tuple[Tile, Any]]:
+    """:func:`stream` for an in-memory source on NumPy: read-only views, in order, no threads."""
+    for f in fields(stats):
+        setattr(stats, f.name, f.default)
+    stats.n_tiles = len(tiles)
+    start = last_log = _time.perf_counter()
+    try:
+        for k, tile in enumerate(tiles, 1):
+            block = _read_one(source, tile, stats)
+            stats.tiles, stats.bytes = k, stats.bytes + block.nbytes
+            now = _time.perf_counter()
+            if now - last_log >= log_every and k < len(tiles):
+                stats.elapsed, last_log = now - start, now
+                _log_progress(label, stats)
+            yield tile, block
+    finally:
         stats.elapsed = _time.perf_counter() - start
         _log_progress(label, stats)
 

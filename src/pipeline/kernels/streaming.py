@@ -15,11 +15,11 @@ computation.
   same way, ``C = C_a + C_b + δ δᵀ n_a n_b/n``.
 * The Gram matrix of weighted anomalies is a sum over tiles,
   ``G = Σ_tiles X_w,t X_w,tᵀ``, since tiles split the cells.
-* The randomized range finder (Halko, Martinsson & Tropp 2011) on the time
-  side needs only ``n × l`` state: ``Y = Σ_t X_w,t Ω_t`` for the sketch, then
-  ``Y ← Σ_t X_w,t (X_w,tᵀ Q)`` for each power iteration, and ``X_w,tᵀ Q`` per
-  tile for the final range; the ``implicit_*`` functions compute these from
-  the raw tile, with centring and weighting as rank-one corrections.
+* A randomized block Krylov pass on the time side (Musco & Musco 2015) needs
+  only ``n × l`` state: ``Z_t = X_w,tᵀ Q`` per tile and ``Y = Σ_t X_w,t Z_t``;
+  the ``implicit_*`` functions compute these from the raw tile, with centring
+  and weighting as rank-one corrections, and :func:`extend_basis` keeps the
+  time-side blocks orthonormal.
 
 Accumulators are held in the dtype the caller chooses (float64 by default in
 the stages); blocks are cast to it before any product.
@@ -50,8 +50,19 @@ class RunningComoment(NamedTuple):
     comoment: Array
 
 
+SUB_BLOCK_ROWS = 64
+"""Rows summed at once by the complete-block path of :func:`block_moments`."""
+
+
 def block_moments(x: Array, dtype: Any = None) -> RunningMoments:
     """NaN-aware count, mean and ``M2`` of each column of a ``(sample, feature)`` block.
+
+    A block without missing values takes a fast path: the raw sums of ``x``
+    and ``x²`` over sub-blocks of at most :data:`SUB_BLOCK_ROWS` rows, each
+    giving ``M2 = Σx² − (Σx)²/r``, Chan-merged. The relative error of ``M2`` is
+    then about ``eps·r·(mean/std)²`` with ``eps`` that of ``dtype``: use float64
+    (the stages do) for float32 input. A block with NaN takes two passes
+    (mean, then deviations) over its valid values.
 
     Parameters
     ----------
@@ -61,8 +72,20 @@ def block_moments(x: Array, dtype: Any = None) -> RunningMoments:
         Accumulation dtype (default: that of ``x``).
     """
     xp = array_api_compat.array_namespace(x)
-    if dtype is not None:
-        x = xp.astype(x, dtype, copy=False)
+    dtype = x.dtype if dtype is None else dtype
+    n = x.shape[0]
+    total = xp.sum(x, axis=0, dtype=dtype)
+    if bool(xp.all(xp.isfinite(total))):  # no NaN (nor inf) in the block
+        state = None
+        for start in range(0, n, SUB_BLOCK_ROWS):
+            sub = x[start : min(start + SUB_BLOCK_ROWS, n), ...]
+            s1 = total if sub.shape[0] == n else xp.sum(sub, axis=0, dtype=dtype)
+            mean = s1 / sub.shape[0]
+            m2 = xp.clip(_sum_of_squares(xp, sub, dtype) - s1 * mean, min=0.0)
+            part = RunningMoments(xp.full_like(s1, sub.shape[0]), mean, m2)
+            state = part if state is None else merge_moments(state, part)
+        return state
+    x = xp.astype(x, dtype, copy=False)
     valid = ~xp.isnan(x)
     zero = xp.zeros_like(x)
     count = xp.sum(xp.astype(valid, x.dtype), axis=0)
@@ -70,6 +93,14 @@ def block_moments(x: Array, dtype: Any = None) -> RunningMoments:
     mean = xp.sum(xp.where(valid, x, zero), axis=0) / safe
     dev = xp.where(valid, x - mean[None, :], zero)
     return RunningMoments(count, mean, xp.sum(dev * dev, axis=0))
+
+
+def _sum_of_squares(xp: Any, x: Array, dtype: Any) -> Array:
+    """``Σ x²`` down the columns in ``dtype``; NumPy squares in ``dtype`` without a temporary copy."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return xp.einsum("ij,ij->j", x, x, dtype=dtype)
+    x = xp.astype(x, dtype, copy=False)
+    return xp.sum(x * x, axis=0)
 
 
 def merge_moments(a: RunningMoments, b: RunningMoments) -> RunningMoments:
@@ -122,13 +153,6 @@ def gram_update(gram: Array, xw: Array) -> Array:
     return gram + xw @ xp.matrix_transpose(xw)
 
 
-def orthonormalize(y: Array) -> Array:
-    """An orthonormal basis ``Q`` of the columns of ``y`` (thin QR)."""
-    xp = array_api_compat.array_namespace(y)
-    q, _ = xp.linalg.qr(y)
-    return q
-
-
 def project(xw: Array, u: Array, s: Array) -> Array:
     """EOF rows of one tile: ``X_wᵀ U / s`` (cells of the tile, mode)."""
     xp = array_api_compat.array_namespace(xw, u, s)
@@ -147,26 +171,40 @@ def pc_moments(anomaly: Array, pc: Array) -> Array:
     return xp.matrix_transpose(xp.astype(anomaly, pc.dtype, copy=False)) @ pc
 
 
-def implicit_sketch_update(y: Array, x: Array, mean: Array, w: Array, omega: Array) -> Array:
-    """``y + X_w Ω`` without forming ``X_w = (x − 1 meanᵀ) diag(w)``.
-
-    ``X_w Ω = x (w ⊙ Ω) − 1 (meanᵀ (w ⊙ Ω))``: one product with the raw
-    (complete, uncentred) tile ``x`` and a rank-one correction, so the tile is
-    never copied to centre or weight it.
-    """
-    xp = array_api_compat.array_namespace(y, x, omega)
-    wo = w[:, None] * xp.astype(omega, y.dtype, copy=False)
-    return y + xp.astype(x, y.dtype, copy=False) @ wo - (mean @ wo)[None, :]
-
-
 def implicit_range(x: Array, mean: Array, w: Array, q: Array) -> Array:
-    """``X_wᵀ Q = diag(w) (xᵀ Q − mean (1ᵀ Q))`` for one tile, without forming ``X_w``."""
+    """``X_wᵀ Q = diag(w) (xᵀ Q − mean (1ᵀ Q))`` for one tile, without forming ``X_w``.
+
+    Computed as ``(Qᵀ x)ᵀ``, the faster GEMM shape for a tall ``x`` and few
+    columns in ``Q``; the result is a transposed view.
+    """
     xp = array_api_compat.array_namespace(x, q)
-    return w[:, None] * (xp.matrix_transpose(xp.astype(x, q.dtype, copy=False)) @ q - mean[:, None] * xp.sum(q, axis=0)[None, :])
+    zt = xp.matrix_transpose(q) @ xp.astype(x, q.dtype, copy=False) - xp.sum(q, axis=0)[:, None] * mean[None, :]
+    return xp.matrix_transpose(zt * w[None, :])
 
 
-def implicit_power_update(y: Array, x: Array, mean: Array, w: Array, q: Array) -> Array:
-    """``y + X_w X_wᵀ Q`` for one tile, without forming ``X_w`` (two products and rank-one corrections)."""
-    xp = array_api_compat.array_namespace(y, x, q)
-    wz = w[:, None] * implicit_range(x, mean, w, q)
-    return y + xp.astype(x, y.dtype, copy=False) @ wz - (mean @ wz)[None, :]
+def implicit_krylov_step(x: Array, mean: Array, w: Array, q: Array, image: bool = True) -> tuple[Array, Array | None]:
+    """One tile of a block Krylov pass: ``Z_t = X_w,tᵀ Q`` and, if ``image``, ``X_w,t Z_t``.
+
+    Both products use the same raw tile (two GEMMs while it is in cache);
+    centring and weighting enter as rank-one corrections, as in
+    :func:`implicit_range`. Summing ``X_w,t Z_t`` over the tiles gives
+    ``X_w X_wᵀ Q``. Returns ``(Z_t, X_w,t Z_t)``, or ``(Z_t, None)``.
+    """
+    xp = array_api_compat.array_namespace(x, q)
+    z = implicit_range(x, mean, w, q)
+    if not image:
+        return z, None
+    wz = w[:, None] * z
+    return z, xp.astype(x, q.dtype, copy=False) @ wz - (mean @ wz)[None, :]
+
+
+def extend_basis(basis: Array, y: Array) -> Array:
+    """Orthonormal columns spanning ``y`` beyond the orthonormal ``basis`` (``n × m``).
+
+    The Householder QR of ``[basis, y]``: its last ``y.shape[1]`` columns are
+    orthogonal to ``basis`` to working precision even where ``y`` is (nearly)
+    in its span, in which case they complete the basis arbitrarily.
+    """
+    xp = array_api_compat.array_namespace(basis, y)
+    q, _ = xp.linalg.qr(xp.concat([basis, xp.astype(y, basis.dtype)], axis=1))
+    return q[:, basis.shape[1] :]
