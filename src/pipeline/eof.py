@@ -12,11 +12,11 @@ Methods (``docs/methods.md`` gives passes, memory and accuracy):
   and the correlation/covariance maps.
 * ``space`` -- eigendecomposition of the ``p × p`` covariance kept by the
   moments stage, then one pass over time blocks giving the PCs and the maps.
-* ``randomized`` -- randomized subspace iteration on the time side (Halko et
-  al. 2011): one sketch pass, ``power_iterations`` passes and one range pass,
-  each keeping only ``n × (k + oversample)`` numbers, then a small SVD; the
-  tiles are used raw (centring and weighting enter as rank-one corrections).
-  Needs no covariance.
+* ``randomized`` -- randomized block Krylov on the time side (Musco & Musco
+  2015): ``power_iterations + 1`` passes, each adding an ``n × l`` block to an
+  orthonormal basis and keeping ``X_wᵀ`` of it, then a Rayleigh–Ritz step on
+  the small ``B Bᵀ``; the tiles are used raw (centring and weighting enter as
+  rank-one corrections). Needs no covariance.
 * ``exact`` -- the thin SVD of the whole weighted anomaly matrix, in memory.
 
 ``auto`` (see :func:`choose_method`) takes ``exact`` for small matrices,
