@@ -43,6 +43,19 @@ def test_streamed_moments_and_eofs_equal_the_in_memory_result_to_1e10(chunked_st
         np.testing.assert_allclose(got["eigenvalue"].values, reference["eigenvalue"].values, rtol=tol)
 
 
+def test_randomized_finishes_with_or_without_the_kept_krylov_blocks_agree(chunked_store, caplog):
+    # A budget too small for Z (cells x 40 x 8 bytes) takes the projection pass; the numbers are the same.
+    mom = moments.compute(chunked_store, params={"store_anomaly_mb": 0}, backend=BACKEND)
+    params = {"n_modes": 4, "method": "randomized"}
+    kept = eof.compute(chunked_store, mom, params={**params, "memory_budget_mb": 64}, backend=BACKEND)
+    with caplog.at_level("INFO", logger="pipeline.eof"):
+        projected = eof.compute(chunked_store, mom, params={**params, "memory_budget_mb": 0.2}, backend=BACKEND)
+    assert "one projection pass instead" in caplog.text
+    for name in ("eof", "eof_correlation", "eof_covariance", "pc", "eigenvalue"):
+        scale = np.nanmax(np.abs(kept[name].values))
+        np.testing.assert_allclose(projected[name].values, kept[name].values, rtol=0, atol=1e-10 * scale, equal_nan=True)
+
+
 def test_in_memory_randomized_on_raw_values_with_a_large_mean_matches_the_exact_svd(monkeypatch):
     # float32 data 280 K +- a few K with land: in-memory views and threads over tiles; with float32 products the
     # tiles are centred first (|mean|/std > eof.CENTRE_ABOVE), without which cancellation costs ~1e-2 degrees.

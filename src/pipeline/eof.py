@@ -223,47 +223,68 @@ def _randomized(f: _Field, p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np
 
     The time-side basis starts from a random ``n × l`` block orthogonal to the
     constant (as the anomalies' columns are) and grows by one block per pass:
-    pass ``i`` computes, tile by tile, ``Z_i = X_wᵀ Q_i`` (kept) and
-    ``Y = X_w Z_i`` (two products while the tile is in cache); ``Q_{i+1}`` is
-    ``Y`` orthonormalized against every earlier block. The last pass computes
-    only ``Z``. With ``Q = [Q_0 … Q_b]`` and ``B = Qᵀ X_w = [Z_0 … Z_b]ᵀ``, the
-    eigenpairs ``(s², Ũ)`` of ``B Bᵀ`` give the EOFs ``Bᵀ Ũ / s`` and the PCs
-    ``Q Ũ s``; the maps follow from the stored standard deviations, so there is
-    no projection pass.
+    pass ``i`` computes, tile by tile, ``Z_i = X_wᵀ Q_i`` and
+    ``Y_i = X_w Z_i = X_w X_wᵀ Q_i`` (two products while the tile is in cache);
+    ``Q_{i+1}`` is ``Y_i`` orthonormalized against every earlier block. With
+    ``Q = [Q_0 … Q_b]`` the Ritz pairs ``(s², Ũ)`` are those of
+    ``Qᵀ X_w X_wᵀ Q``, the PCs ``Q Ũ s`` and the EOFs ``X_wᵀ Q Ũ / s``. Two
+    finishes, the same numbers:
+
+    * when the ``Z_i`` fit in half of ``memory_budget_mb`` they are kept, the
+      last pass computes only ``Z_b``, ``Qᵀ X_w X_wᵀ Q = B Bᵀ`` with
+      ``Bᵀ = [Z_0 … Z_b]``, the EOFs are ``Bᵀ Ũ / s`` and the maps follow from
+      the stored standard deviations: ``b + 1`` passes;
+    * otherwise ``Qᵀ X_w X_wᵀ Q = Qᵀ [Y_0 … Y_b]`` from the time side alone
+      and one projection pass (as for ``gram``) gives the EOFs and maps:
+      ``b + 2`` passes, memory independent of the number of cells.
     """
     xp, k, n = f.xp, p["n_modes"], f.n
     width = max(1, min(-(-(k + p["oversample"]) // 8) * 8, n - 1))  # a multiple of 8: free with SIMD GEMM kernels
     n_blocks = max(1, min(p["power_iterations"] + 1, (n - 1) // width))
+    size = width * n_blocks
+    keep_z = f.cells.n_features * size * np.dtype(p["precision"]).itemsize <= p["memory_budget_mb"] * 2**20 / 2
     tiles = f.tiles()
     rng = np.random.default_rng(p["seed"])
     basis = f.backend.asarray(np.full((n, 1), 1.0 / math.sqrt(n)))
     q = ks.extend_basis(basis, f.backend.asarray(rng.standard_normal((n, width))))
     z_tiles: dict[int, list[Any]] = {tile.index: [] for tile in tiles}
     index: dict[int, np.ndarray] = {}
+    images = []
     for i in range(n_blocks):
-        last = i == n_blocks - 1
+        image = not (keep_z and i == n_blocks - 1)
         q_acc, y = xp.astype(q, f.accum), xp.zeros((n, width), dtype=f.accum)
 
-        def step(tile: stream.Tile, block: Any, q_acc=q_acc, last=last) -> tuple[Any, Any, np.ndarray]:
+        def step(tile: stream.Tile, block: Any, q_acc=q_acc, image=image) -> tuple[Any, Any, np.ndarray]:
             x, mean, w, cells = f.complete(tile, block)
-            return (*ks.implicit_krylov_step(x, mean, w, q_acc, image=not last), cells)
+            return (*ks.implicit_krylov_step(x, mean, w, q_acc, image=image), cells)
 
-        for tile, (z, image, index[tile.index]) in stream.imap(step, f.src, tiles, f.backend,
-                                                               label=f"randomized pass {i + 1}/{n_blocks} of {f.name}"):
-            z_tiles[tile.index].append(z)
-            y = y if last else y + image
+        label = f"randomized pass {i + 1}/{n_blocks} of {f.name}"
+        for tile, (z, y_t, index[tile.index]) in stream.imap(step, f.src, tiles, f.backend, label=label):
+            if keep_z:
+                z_tiles[tile.index].append(z)
+            y = y + y_t if image else y
         basis = xp.concat([basis, q], axis=1)
-        if not last:
+        if image:
+            images.append(xp.astype(y, xp.float64))
+        if i < n_blocks - 1:
             q = ks.extend_basis(basis, y)
-    size = width * n_blocks
-    gram = xp.zeros((size, size), dtype=xp.float64)  # B Bᵀ
-    for tile in tiles:
-        b_t = xp.astype(xp.concat(z_tiles[tile.index], axis=1), xp.float64)
-        gram = gram + xp.matrix_transpose(b_t) @ b_t
-    values, vectors = xp.linalg.eigh(gram)
+    q_all = basis[:, 1:]
+    if keep_z:
+        ritz = xp.zeros((size, size), dtype=xp.float64)  # B Bᵀ
+        for tile in tiles:
+            b_t = xp.astype(xp.concat(z_tiles[tile.index], axis=1), xp.float64)
+            ritz = ritz + xp.matrix_transpose(b_t) @ b_t
+    else:
+        ritz = xp.matrix_transpose(q_all) @ xp.concat(images, axis=1)
+        ritz = (ritz + xp.matrix_transpose(ritz)) / 2.0
+    values, vectors = xp.linalg.eigh(ritz)
     values, vectors = to_numpy(xp.flip(values, axis=0)) / (n - 1.0), xp.flip(vectors, axis=1)
     rank = _check_rank(values, (n, f.cells.n_features), k, f.name)
     sing = np.sqrt(values[:k] * (n - 1.0))
+    if not keep_z:
+        log.info("randomized EOFs of %s: the Krylov blocks (%.0f MB) exceed half of memory_budget_mb; "
+                 "one projection pass instead", f.name, f.cells.n_features * size * np.dtype(p["precision"]).itemsize / 2**20)
+        return _projection_pass(f, q_all @ vectors[:, :k], f.backend.asarray(sing)), values[:k], rank
     to_eof = vectors[:, :k] / f.backend.asarray(sing)[None, :]
     nlat, nlon = f.cells.valid.shape
     eof = np.zeros((k, nlat, nlon))
@@ -273,7 +294,7 @@ def _randomized(f: _Field, p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np
         e_tile[:, index[tile.index]] = to_numpy(xp.matrix_transpose(b_t @ to_eof))
         eof[:, tile.lat, tile.lon] = e_tile.reshape(k, *tile.shape[1:])
     eof_fk = eof.reshape(k, -1)[:, f.cells.flat].T
-    pc = to_numpy(basis[:, 1:] @ vectors[:, :k]) * sing[None, :]
+    pc = to_numpy(q_all @ vectors[:, :k]) * sing[None, :]
     return _maps_from_eofs(f, eof_fk, pc, sing), values[:k], rank
 
 
