@@ -9,8 +9,9 @@ computation.
 * Per-cell count, mean and sum of squared deviations ``M2`` merge across time
   blocks by the pairwise update of Chan, Golub & LeVeque (1983):
   ``δ = m_b − m_a``, ``m = m_a + δ n_b/n``, ``M2 = M2_a + M2_b + δ² n_a n_b/n``;
-  within a block they are computed by two passes (mean, then deviations), so
-  float32 input loses no accuracy to cancellation.
+  within a block, from float64 sums of ``x`` and ``x²`` over sub-blocks of at
+  most 64 rows (exact squares of float32 input; merged the same way), or by
+  two passes (mean, then deviations) where values are missing.
 * The co-moment matrix ``C = Σ (x − m)(x − m)ᵀ`` of complete columns merges the
   same way, ``C = C_a + C_b + δ δᵀ n_a n_b/n``.
 * The Gram matrix of weighted anomalies is a sum over tiles,
@@ -60,8 +61,8 @@ def block_moments(x: Array, dtype: Any = None) -> RunningMoments:
     A block without missing values takes a fast path: the raw sums of ``x``
     and ``x²`` over sub-blocks of at most :data:`SUB_BLOCK_ROWS` rows, each
     giving ``M2 = Σx² − (Σx)²/r``, Chan-merged. The relative error of ``M2`` is
-    then about ``eps·r·(mean/std)²`` with ``eps`` that of ``dtype``: use float64
-    (the stages do) for float32 input. A block with NaN takes two passes
+    then about ``eps·r·(mean/std)²`` with ``eps`` that of ``dtype``: keep the
+    float64 default for float32 input. A block with NaN takes two passes
     (mean, then deviations) over its valid values.
 
     Parameters
@@ -69,10 +70,10 @@ def block_moments(x: Array, dtype: Any = None) -> RunningMoments:
     x : (sample, feature) array
         One block, NaN for missing values.
     dtype : dtype, optional
-        Accumulation dtype (default: that of ``x``).
+        Accumulation dtype (default: float64).
     """
     xp = array_api_compat.array_namespace(x)
-    dtype = x.dtype if dtype is None else dtype
+    dtype = xp.float64 if dtype is None else dtype
     n = x.shape[0]
     total = xp.sum(x, axis=0, dtype=dtype)
     if bool(xp.all(xp.isfinite(total))):  # no NaN (nor inf) in the block
