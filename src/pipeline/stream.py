@@ -549,7 +549,7 @@ def _stream(source: FieldSource, tiles: list[Tile], transfer: Any, prefetch: int
             array = transfer(block)
             block = None
             item = None
-            stats.tiles, stats.bytes = k, stats.bytes + array.nbytes
+            stats.tiles, stats.bytes = k, stats.bytes + math.prod(tile.shape) * source.dtype.itemsize
             now = _time.perf_counter()
             if now - last_log >= log_every and k < n:
                 stats.elapsed, last_log = now - start, now
