@@ -189,28 +189,30 @@ def _grids(f: _Field, per_cell: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _projection_pass(f: _Field, u: Any, s: Any) -> dict[str, np.ndarray]:
-    """EOFs and maps from time-side singular vectors ``u`` and values ``s``, one pass over tiles."""
+    """EOFs and maps from time-side singular vectors ``u`` and values ``s``: one pass, one product per tile.
+
+    Per tile ``G_t = A_tᵀ U`` from the raw complete columns (centring as a
+    rank-one correction); then ``EOF = W G / s`` and ``Aᵀ PC = G s``, whose
+    quotients by the stored standard deviations and the PC norms are the maps.
+    """
     xp = f.xp
-    nlat, nlon = f.cells.valid.shape
     k = u.shape[1]
-    out = {key: np.full((k, nlat, nlon), np.nan) for key in ("eof", "correlation", "covariance")}
-    pc = u * s[None, :]
-    pc_norm = xp.linalg.vector_norm(pc, axis=0)
-    sigma = pc_norm / math.sqrt(f.n - 1.0)
-    for tile, block in f.stream(f.tiles(), "eof projection"):
-        a, xw = f.weighted(tile, block)
-        shape = (k, *tile.shape[1:])
-        out["eof"][:, tile.lat, tile.lon] = to_numpy(xp.matrix_transpose(ks.project(xw, u, s))).reshape(shape)
-        cross = ks.pc_moments(a, pc)
-        a_norm = xp.linalg.vector_norm(a, axis=0)
-        corr = cross / xp.where(a_norm > 0, a_norm, xp.ones_like(a_norm))[:, None] / pc_norm[None, :]
-        out["correlation"][:, tile.lat, tile.lon] = to_numpy(xp.matrix_transpose(corr)).reshape(shape)
-        cov = cross / (f.n - 1.0) / sigma[None, :]
-        out["covariance"][:, tile.lat, tile.lon] = to_numpy(xp.matrix_transpose(cov)).reshape(shape)
-    for key in ("eof", "correlation", "covariance"):
-        out[key][:, ~f.valid] = np.nan
-    out["pc"] = to_numpy(pc)
-    return out
+    u_acc = xp.astype(u, f.accum)
+
+    def step(tile: stream.Tile, block: Any) -> tuple[Any, np.ndarray]:
+        x, mean, w, cells = f.complete(tile, block)
+        return ks.implicit_range(x, mean, xp.ones_like(w), u_acc), cells
+
+    nlat, nlon = f.cells.valid.shape
+    grid_g = np.zeros((k, nlat, nlon))
+    for tile, (g, cells) in stream.imap(step, f.src, f.tiles(), f.backend, label=f"eof projection of {f.name}"):
+        g_tile = np.zeros((k, tile.n_cells))
+        g_tile[:, cells] = to_numpy(xp.matrix_transpose(g))
+        grid_g[:, tile.lat, tile.lon] = g_tile.reshape(k, *tile.shape[1:])
+    g_fk = grid_g.reshape(k, -1)[:, f.cells.flat].T  # Aᵀ U, complete cell x mode
+    s_host = to_numpy(s)
+    w = f.weight.ravel()[f.cells.flat]
+    return _maps(f, w[:, None] * g_fk / s_host[None, :], g_fk * s_host[None, :], to_numpy(u) * s_host[None, :])
 
 
 def _gram(f: _Field, mom: xr.Dataset, n_modes: int) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
@@ -302,12 +304,20 @@ def _maps_from_eofs(f: _Field, eof_fk: np.ndarray, pc: np.ndarray, sing: np.ndar
     """Grids of the EOFs and their maps when ``X_wᵀ pc = eof · s²`` is known without a pass.
 
     The unweighted anomaly of cell c is ``X_w[:, c] / w_c``, so its cross
-    product with PC m is ``eof_cm s_m² / w_c``; the norms come from the stored
-    standard deviations. Cells of zero weight get NaN maps.
+    product with PC m is ``eof_cm s_m² / w_c``. Cells of zero weight get NaN maps.
     """
     w = f.weight.ravel()[f.cells.flat]
+    return _maps(f, eof_fk, eof_fk * sing[None, :] ** 2 / np.where(w > 0, w, np.nan)[:, None], pc)
+
+
+def _maps(f: _Field, eof_fk: np.ndarray, cross: np.ndarray, pc: np.ndarray) -> dict[str, np.ndarray]:
+    """Grids of the EOFs and maps from ``cross = Aᵀ PC`` (complete cell × mode) and the PCs.
+
+    Correlation ``cross / (‖a_c‖ ‖pc‖)`` with ``‖a_c‖ = std_c sqrt(n−1)`` from
+    the moments store (NaN for a constant cell); covariance with the
+    unit-variance PC ``cross / ((n−1) σ_pc)``.
+    """
     std = np.sqrt(np.nan_to_num(f.std.ravel()[f.cells.flat]) ** 2)
-    cross = eof_fk * sing[None, :] ** 2 / np.where(w > 0, w, np.nan)[:, None]
     pc_norm = np.linalg.norm(pc, axis=0)
     a_norm = std * math.sqrt(f.n - 1.0)
     grids = _grids(f, {

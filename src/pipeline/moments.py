@@ -125,13 +125,18 @@ def _tile_pass(src, tiles, backend, weight_lat, accum, keep_gram, anomaly_out):
             stats[key][tile.lat, tile.lon] = to_numpy(value).reshape(nlat_t, nlon_t)
         if anomaly_out is None and gram is None:
             continue  # statistics only
-        anomaly = xp.astype(raw, accum, copy=False) - xp.astype(m.mean, accum)[None, :]
-        if anomaly_out is not None:
-            anomaly_out[:, tile.lat, tile.lon] = to_numpy(anomaly).reshape(n_time, nlat_t, nlon_t)
+        complete = m.count == n_time
+        if anomaly_out is not None or not bool(xp.all(complete)):
+            anomaly = xp.astype(raw, accum, copy=False) - xp.astype(m.mean, accum)[None, :]
+            if anomaly_out is not None:
+                anomaly_out[:, tile.lat, tile.lon] = to_numpy(anomaly).reshape(n_time, nlat_t, nlon_t)
+            xw = xp.where(complete[None, :], anomaly, xp.zeros_like(anomaly))
+        else:  # no missing values: one copy, centred in place
+            xw = xp.astype(raw, accum, copy=True)
+            xw -= xp.astype(m.mean, accum)[None, :]
         if gram is not None:
-            complete = m.count == n_time
             w = xp.reshape(xp.broadcast_to(w_all[tile.lat][:, None], (nlat_t, nlon_t)), (-1,))
-            xw = xp.where(complete[None, :], anomaly, xp.zeros_like(anomaly)) * w[None, :]
+            xw *= w[None, :]
             gram = ks.gram_update(gram, xw)
     stats["count"] = np.nan_to_num(stats["count"]).astype(np.int64)
     return stats, gram

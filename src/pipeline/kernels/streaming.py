@@ -148,10 +148,14 @@ def merge_comoment(a: RunningComoment, b: RunningComoment) -> RunningComoment:
 
 
 def gram_update(gram: Array, xw: Array) -> Array:
-    """``gram + X_w X_wᵀ`` for one tile ``X_w`` (sample, cells of the tile), in the dtype of ``gram``."""
+    """Add ``X_w X_wᵀ`` of one tile ``X_w`` (sample, cells of the tile) to ``gram``, in place; returns ``gram``.
+
+    In place, so that an ``n × n`` accumulator is never held twice.
+    """
     xp = array_api_compat.array_namespace(gram, xw)
     xw = xp.astype(xw, gram.dtype, copy=False)
-    return gram + xw @ xp.matrix_transpose(xw)
+    gram += xw @ xp.matrix_transpose(xw)
+    return gram
 
 
 def project(xw: Array, u: Array, s: Array) -> Array:
