@@ -193,26 +193,33 @@ def _projection_pass(f: _Field, u: Any, s: Any) -> dict[str, np.ndarray]:
 
     Per tile ``G_t = A_tᵀ U`` from the raw complete columns (centring as a
     rank-one correction); then ``EOF = W G / s`` and ``Aᵀ PC = G s``, whose
-    quotients by the stored standard deviations and the PC norms are the maps.
+    quotients by the stored standard deviations and the PC norms are the
+    maps, written into the grids tile by tile.
     """
     xp = f.xp
     k = u.shape[1]
     u_acc = xp.astype(u, f.accum)
+    s_host = to_numpy(s)
+    pc = to_numpy(u) * s_host[None, :]
+    pc_norm = np.linalg.norm(pc, axis=0)
 
     def step(tile: stream.Tile, block: Any) -> tuple[Any, np.ndarray]:
         x, mean, w, cells = f.complete(tile, block)
         return ks.implicit_range(x, mean, xp.ones_like(w), u_acc), cells
 
     nlat, nlon = f.cells.valid.shape
-    grid_g = np.zeros((k, nlat, nlon))
+    out = {key: np.full((k, nlat, nlon), np.nan) for key in ("eof", "correlation", "covariance")}
     for tile, (g, cells) in stream.imap(step, f.src, f.tiles(), f.backend, label=f"eof projection of {f.name}"):
-        g_tile = np.zeros((k, tile.n_cells))
-        g_tile[:, cells] = to_numpy(xp.matrix_transpose(g))
-        grid_g[:, tile.lat, tile.lon] = g_tile.reshape(k, *tile.shape[1:])
-    g_fk = grid_g.reshape(k, -1)[:, f.cells.flat].T  # Aᵀ U, complete cell x mode
-    s_host = to_numpy(s)
-    w = f.weight.ravel()[f.cells.flat]
-    return _maps(f, w[:, None] * g_fk / s_host[None, :], g_fk * s_host[None, :], to_numpy(u) * s_host[None, :])
+        g = to_numpy(g)
+        w = f.weight[tile.lat, tile.lon].ravel()[cells]
+        std = f.std[tile.lat, tile.lon].ravel()[cells]
+        maps = _cell_maps(f, w[:, None] * g / s_host[None, :], g * s_host[None, :], std, pc_norm)
+        for key, values in maps.items():
+            box = np.full((k, tile.n_cells), np.nan)
+            box[:, cells] = values.T
+            out[key][:, tile.lat, tile.lon] = box.reshape(k, *tile.shape[1:])
+    out["pc"] = pc
+    return out
 
 
 def _gram(f: _Field, mom: xr.Dataset, n_modes: int) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
@@ -317,16 +324,19 @@ def _maps(f: _Field, eof_fk: np.ndarray, cross: np.ndarray, pc: np.ndarray) -> d
     the moments store (NaN for a constant cell); covariance with the
     unit-variance PC ``cross / ((n−1) σ_pc)``.
     """
-    std = np.sqrt(np.nan_to_num(f.std.ravel()[f.cells.flat]) ** 2)
-    pc_norm = np.linalg.norm(pc, axis=0)
-    a_norm = std * math.sqrt(f.n - 1.0)
-    grids = _grids(f, {
-        "eof": eof_fk,
-        "correlation": cross / np.where(a_norm > 0, a_norm, np.nan)[:, None] / pc_norm[None, :],
-        "covariance": cross / (f.n - 1.0) / (pc_norm / math.sqrt(f.n - 1.0))[None, :],
-    })
+    grids = _grids(f, _cell_maps(f, eof_fk, cross, f.std.ravel()[f.cells.flat], np.linalg.norm(pc, axis=0)))
     grids["pc"] = pc
     return grids
+
+
+def _cell_maps(f: _Field, eof: np.ndarray, cross: np.ndarray, std: np.ndarray, pc_norm: np.ndarray) -> dict[str, np.ndarray]:
+    """``eof``, ``correlation`` and ``covariance`` (cell × mode) of some complete cells from ``cross = Aᵀ PC``."""
+    a_norm = np.nan_to_num(std) * math.sqrt(f.n - 1.0)
+    return {
+        "eof": eof,
+        "correlation": cross / np.where(a_norm > 0, a_norm, np.nan)[:, None] / pc_norm[None, :],
+        "covariance": cross / (f.n - 1.0) / (pc_norm / math.sqrt(f.n - 1.0))[None, :],
+    }
 
 
 def _space(f: _Field, mom: xr.Dataset, n_modes: int) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
