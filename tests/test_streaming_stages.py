@@ -11,6 +11,7 @@ from scipy.linalg import subspace_angles
 from pipeline import eof, io, moments, stream
 from pipeline.backend import Backend, resolve
 from pipeline.synthetic import planted_modes, write_planted_modes_store
+from conftest import _cupy_ready
 
 BACKEND = resolve("numpy")
 GRID = {"n_time": 48, "n_lat": 24, "n_lon": 40, "variances": (9.0, 4.0, 1.0, 0.5), "land_fraction": 0.2, "seed": 3}
@@ -143,13 +144,20 @@ def test_the_in_memory_planted_field_and_the_streamed_store_give_the_same_eofs(t
     np.testing.assert_allclose(a["eof"].values, b["eof"].values, atol=1e-9, equal_nan=True)
 
 
+def _backend(name):
+    if name == "cupy":
+        return resolve("cupy")
+    return Backend("array_api_strict", pytest.importorskip("array_api_strict"))
+
+
+@pytest.mark.parametrize("backend", ["array_api_strict", pytest.param("cupy", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not _cupy_ready(), reason="CuPy with a CUDA device is not available")])])
 @pytest.mark.parametrize("method", ["gram", "randomized"])
 @pytest.mark.parametrize("budget_mb", [64, 0.2])
-def test_a_non_numpy_backend_streams_to_the_numpy_result(chunked_store, method, budget_mb):
-    # array-api-strict stands in for CuPy: tiles are transferred one by one, no in-memory views or worker
-    # threads, every product on the backend; with a small budget the randomized method takes its projection finish.
-    xps = pytest.importorskip("array_api_strict")
-    strict = Backend("array_api_strict", xps)
+def test_a_non_numpy_backend_streams_to_the_numpy_result(chunked_store, backend, method, budget_mb):
+    # Tiles are transferred one by one (array-api-strict stands in for CuPy off the GPU): no in-memory views or
+    # worker threads, every product on the backend; with a small budget randomized takes its projection finish.
+    strict = _backend(backend)
     params = {"memory_budget_mb": budget_mb, "store_anomaly_mb": 0}
     mom = moments.compute(chunked_store, params=params, backend=strict)
     mom_np = moments.compute(chunked_store, params=params, backend=BACKEND)
