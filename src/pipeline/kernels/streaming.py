@@ -9,9 +9,9 @@ computation.
 * Per-cell count, mean and sum of squared deviations ``M2`` merge across time
   blocks by the pairwise update of Chan, Golub & LeVeque (1983):
   ``δ = m_b − m_a``, ``m = m_a + δ n_b/n``, ``M2 = M2_a + M2_b + δ² n_a n_b/n``;
-  within a block, from float64 sums of ``x`` and ``x²`` over sub-blocks of at
-  most 64 rows (exact squares of float32 input; merged the same way), or by
-  two passes (mean, then deviations) where values are missing.
+  within a block, from float64 sums of ``x`` and ``x²`` (exact squares of
+  float32 input) and counts over sub-blocks of at most 64 rows, merged the
+  same way.
 * The co-moment matrix ``C = Σ (x − m)(x − m)ᵀ`` of complete columns merges the
   same way, ``C = C_a + C_b + δ δᵀ n_a n_b/n``.
 * The Gram matrix of weighted anomalies is a sum over tiles,
@@ -58,12 +58,12 @@ SUB_BLOCK_ROWS = 64
 def block_moments(x: Array, dtype: Any = None) -> RunningMoments:
     """NaN-aware count, mean and ``M2`` of each column of a ``(sample, feature)`` block.
 
-    A block without missing values takes a fast path: the raw sums of ``x``
-    and ``x²`` over sub-blocks of at most :data:`SUB_BLOCK_ROWS` rows, each
-    giving ``M2 = Σx² − (Σx)²/r``, Chan-merged. The relative error of ``M2`` is
-    then about ``eps·r·(mean/std)²`` with ``eps`` that of ``dtype``: keep the
-    float64 default for float32 input. A block with NaN takes two passes
-    (mean, then deviations) over its valid values.
+    From the raw sums of ``x`` and ``x²`` (missing values as zeros, with their
+    count) over sub-blocks of at most :data:`SUB_BLOCK_ROWS` rows, each giving
+    ``M2 = Σx² − (Σx)²/r``, Chan-merged: no temporary of the block's size when
+    nothing is missing, one (the zero-filled copy) otherwise. The relative
+    error of ``M2`` is about ``eps·r·(mean/std)²`` with ``eps`` that of
+    ``dtype``: keep the float64 default for float32 input.
 
     Parameters
     ----------
@@ -76,24 +76,24 @@ def block_moments(x: Array, dtype: Any = None) -> RunningMoments:
     dtype = xp.float64 if dtype is None else dtype
     n = x.shape[0]
     total = xp.sum(x, axis=0, dtype=dtype)
-    if bool(xp.all(xp.isfinite(total))):  # no NaN (nor inf) in the block
-        state = None
-        for start in range(0, n, SUB_BLOCK_ROWS):
-            sub = x[start : min(start + SUB_BLOCK_ROWS, n), ...]
-            s1 = total if sub.shape[0] == n else xp.sum(sub, axis=0, dtype=dtype)
-            mean = s1 / sub.shape[0]
-            m2 = xp.clip(_sum_of_squares(xp, sub, dtype) - s1 * mean, min=0.0)
-            part = RunningMoments(xp.full_like(s1, sub.shape[0]), mean, m2)
-            state = part if state is None else merge_moments(state, part)
-        return state
-    x = xp.astype(x, dtype, copy=False)
-    valid = ~xp.isnan(x)
-    zero = xp.zeros_like(x)
-    count = xp.sum(xp.astype(valid, x.dtype), axis=0)
-    safe = xp.where(count > 0, count, xp.ones_like(count))
-    mean = xp.sum(xp.where(valid, x, zero), axis=0) / safe
-    dev = xp.where(valid, x - mean[None, :], zero)
-    return RunningMoments(count, mean, xp.sum(dev * dev, axis=0))
+    valid = None
+    if not bool(xp.all(xp.isfinite(total))):  # some values missing (or infinite)
+        valid = ~xp.isnan(x)
+        x = xp.where(valid, x, xp.zeros((), dtype=x.dtype))
+    state = None
+    for start in range(0, n, SUB_BLOCK_ROWS):
+        stop = min(start + SUB_BLOCK_ROWS, n)
+        sub = x[start:stop, ...]
+        s1 = total if valid is None and stop - start == n else xp.sum(sub, axis=0, dtype=dtype)
+        if valid is None:
+            count = xp.full_like(s1, stop - start)
+        else:
+            count = xp.astype(xp.count_nonzero(valid[start:stop, ...], axis=0), dtype)
+        mean = s1 / xp.where(count > 0, count, xp.ones_like(count))
+        m2 = xp.clip(_sum_of_squares(xp, sub, dtype) - s1 * mean, min=0.0)
+        part = RunningMoments(count, mean, m2)
+        state = part if state is None else merge_moments(state, part)
+    return state
 
 
 def _sum_of_squares(xp: Any, x: Array, dtype: Any) -> Array:
