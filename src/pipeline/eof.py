@@ -136,7 +136,9 @@ class _Field:
         ``x`` is ``(time, complete cells of the tile)`` in the accumulation
         dtype (one copy of the tile's complete columns); the weighted anomaly is
         ``(x − 1 meanᵀ) diag(w)`` and is never formed. ``index`` gives the
-        columns' positions among the tile's cells.
+        columns' positions among the tile's cells. With :attr:`centre_raw`
+        (float32 products of values far from zero) ``x`` comes centred and
+        ``mean`` as zeros.
         """
         xp = self.xp
         if tile.index not in self._complete:  # the same tiles come back pass after pass
