@@ -87,7 +87,7 @@ def worker(args: argparse.Namespace) -> None:
         seconds = stream.read_throughput(stream.ZarrSource(args.store), tile_bytes(budget_mb))
     else:
         ds = decompose(args.store, n_modes=args.modes, method=args.method, backend=args.backend,
-                       memory_budget_mb=budget_mb, seed=args.seed)  # fmt: skip
+                       memory_budget_mb=budget_mb, seed=args.seed, precision=args.precision)  # fmt: skip
         seconds = time.perf_counter() - start
         np.savez(args.result, eof=ds["eof"].values, eigenvalue=ds["eigenvalue"].values)
     record = {"seconds": seconds, "peak_rss_bytes": _proc_status().get("VmHWM"), "peak_rss_above_start_bytes": peak_rss_above(baseline)}
@@ -99,7 +99,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_worker(kind: str, store: Path, result: Path, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--store", str(store), "--result", str(result),
-           "--cap-mb", str(args.cap_mb), "--modes", str(args.modes), "--method", args.method,
+           "--cap-mb", str(args.cap_mb), "--modes", str(args.modes), "--method", args.method, "--precision", args.precision,
            "--backend", args.backend, "--seed", str(args.seed)]  # fmt: skip
     cache = {"page_cache_dropped": drop_caches()} if args.drop_caches else {}
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -129,7 +129,7 @@ def table(r: dict[str, Any]) -> str:
         ("store (uncompressed / on disk)", f"{r['store']['nbytes'] / 1e9:.2f} GB / {r['store']['disk_bytes'] / 1e9:.2f} GB"),
         ("memory cap / decompose budget", f"{r['cap_mb']} MiB / {r['cap_mb'] / 4:g} MiB"),
         ("(a) plain read", f"{r['read']['seconds']:.1f} s, peak RSS {r['read']['peak_rss_bytes'] / mib:.0f} MiB"),
-        (f"(b) decompose ({r['method']}, {r['backend']})", f"{r['decompose']['seconds']:.1f} s, peak RSS {r['decompose']['peak_rss_bytes'] / mib:.0f} MiB"),
+        (f"(b) decompose ({r['method']}, {r['backend']}, {r.get('precision', 'float64')})", f"{r['decompose']['seconds']:.1f} s, peak RSS {r['decompose']['peak_rss_bytes'] / mib:.0f} MiB"),
         ("ratio (b)/(a)", f"{r['ratio']:.2f}"),
         ("peak RSS of (b) within the cap", "yes" if r["decompose"]["peak_rss_bytes"] <= r["cap_mb"] * mib else "NO"),
         (f"max principal angle to true_eof (noise_std {r['store']['noise_std']:g})", f"{r['accuracy']['max_angle_to_truth_deg']:.3g} deg"),
@@ -148,6 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="white noise per cell (K); above 0 the angle to true_eof includes the sampling error of the noise")
     p.add_argument("--method", choices=("gram", "randomized"), default="gram")
     p.add_argument("--backend", choices=("numpy", "cupy", "auto"), default="numpy")
+    p.add_argument("--precision", choices=("float64", "float32"), default="float64", help="accumulation precision")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()), help="where the big store goes")
     p.add_argument("--keep", action="store_true", help="keep the store afterwards")
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "out_of_core",
         "store": {"shape": shape, "chunks": chunks, "nbytes": nbytes, "disk_bytes": disk, "write_seconds": written,
                   "variances": variances, "noise_std": args.noise_std, "land_fraction": 0.1, "seed": args.seed},
-        "cap_mb": args.cap_mb, "memory_budget_mb": args.cap_mb / 4, "method": args.method, "backend": args.backend,
+        "cap_mb": args.cap_mb, "memory_budget_mb": args.cap_mb / 4, "method": args.method, "backend": args.backend, "precision": args.precision,
         "read": read, "decompose": dec, "ratio": dec["seconds"] / read["seconds"], "accuracy": acc,
         "machine": machine_info(),
     }  # fmt: skip
