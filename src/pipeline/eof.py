@@ -275,7 +275,7 @@ def _randomized(f: _Field, p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np
                 z_tiles[tile.index].append(z)
             y = y + y_t if image else y
         basis = xp.concat([basis, q], axis=1)
-        if image:
+        if not keep_z:
             images.append(xp.astype(y, xp.float64))
         if i < n_blocks - 1:
             q = ks.extend_basis(basis, y)
@@ -316,23 +316,19 @@ def _maps_from_eofs(f: _Field, eof_fk: np.ndarray, pc: np.ndarray, sing: np.ndar
     product with PC m is ``eof_cm s_m² / w_c``. Cells of zero weight get NaN maps.
     """
     w = f.weight.ravel()[f.cells.flat]
-    return _maps(f, eof_fk, eof_fk * sing[None, :] ** 2 / np.where(w > 0, w, np.nan)[:, None], pc)
-
-
-def _maps(f: _Field, eof_fk: np.ndarray, cross: np.ndarray, pc: np.ndarray) -> dict[str, np.ndarray]:
-    """Grids of the EOFs and maps from ``cross = Aᵀ PC`` (complete cell × mode) and the PCs.
-
-    Correlation ``cross / (‖a_c‖ ‖pc‖)`` with ``‖a_c‖ = std_c sqrt(n−1)`` from
-    the moments store (NaN for a constant cell); covariance with the
-    unit-variance PC ``cross / ((n−1) σ_pc)``.
-    """
+    cross = eof_fk * sing[None, :] ** 2 / np.where(w > 0, w, np.nan)[:, None]
     grids = _grids(f, _cell_maps(f, eof_fk, cross, f.std.ravel()[f.cells.flat], np.linalg.norm(pc, axis=0)))
     grids["pc"] = pc
     return grids
 
 
 def _cell_maps(f: _Field, eof: np.ndarray, cross: np.ndarray, std: np.ndarray, pc_norm: np.ndarray) -> dict[str, np.ndarray]:
-    """``eof``, ``correlation`` and ``covariance`` (cell × mode) of some complete cells from ``cross = Aᵀ PC``."""
+    """``eof``, ``correlation`` and ``covariance`` (cell × mode) of some complete cells from ``cross = Aᵀ PC``.
+
+    Correlation ``cross / (‖a_c‖ ‖pc‖)`` with ``‖a_c‖ = std_c sqrt(n−1)`` from
+    the moments store (NaN for a constant cell); covariance with the
+    unit-variance PC ``cross / ((n−1) σ_pc)``.
+    """
     a_norm = np.nan_to_num(std) * math.sqrt(f.n - 1.0)
     return {
         "eof": eof,

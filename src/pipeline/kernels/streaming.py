@@ -52,7 +52,7 @@ class RunningComoment(NamedTuple):
 
 
 SUB_BLOCK_ROWS = 64
-"""Rows summed at once by the complete-block path of :func:`block_moments`."""
+"""Rows whose raw sums :func:`block_moments` takes at once (bounds its cancellation error)."""
 
 
 def block_moments(x: Array, dtype: Any = None) -> RunningMoments:
