@@ -52,9 +52,9 @@ def test_statistics_match_numpy_on_the_grid():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN land cells
         mean, std = np.nanmean(x, axis=0), np.nanstd(x, axis=0, ddof=1)
     np.testing.assert_allclose(out["mean"].values, mean, rtol=1e-12, equal_nan=True)
-    # raw sums over sub-blocks of <= 64 rows: relative error ~ eps * 64 * (mean/std)^2 / 2 on std
-    bound = 64 * np.finfo(np.float64).eps * np.nanmax((mean / std) ** 2)
-    np.testing.assert_allclose(out["std"].values, std, rtol=max(bound, 1e-12), equal_nan=True)
+    # shifted sums (by a value of the cell): relative error ~ eps * n * (1 + 2 ((mean - shift)/std)^2) on M2
+    bound = np.finfo(np.float64).eps * x.shape[0] * (1 + 2 * np.nanmax(((mean - x[0]) / std) ** 2))
+    np.testing.assert_allclose(out["std"].values, std, rtol=max(bound, 1e-13), equal_nan=True)
     np.testing.assert_array_equal(out["count"].values, (~np.isnan(x)).sum(axis=0))
     np.testing.assert_allclose(out["anomaly"].values, x - mean, rtol=0, atol=1e-10, equal_nan=True)
 

@@ -9,9 +9,8 @@ computation.
 * Per-cell count, mean and sum of squared deviations ``M2`` merge across time
   blocks by the pairwise update of Chan, Golub & LeVeque (1983):
   ``δ = m_b − m_a``, ``m = m_a + δ n_b/n``, ``M2 = M2_a + M2_b + δ² n_a n_b/n``;
-  within a block, from float64 sums of ``x`` and ``x²`` (exact squares of
-  float32 input) and counts over sub-blocks of at most 64 rows, merged the
-  same way.
+  within a block, from float64 sums of ``x − c`` and ``(x − c)²`` with ``c``
+  a value of the column (shifted sums), and counts.
 * The co-moment matrix ``C = Σ (x − m)(x − m)ᵀ`` of complete columns merges the
   same way, ``C = C_a + C_b + δ δᵀ n_a n_b/n``.
 * The Gram matrix of weighted anomalies is a sum over tiles,
@@ -51,57 +50,84 @@ class RunningComoment(NamedTuple):
     comoment: Array
 
 
-SUB_BLOCK_ROWS = 64
-"""Rows whose raw sums :func:`block_moments` takes at once (bounds its cancellation error)."""
+CHUNK_BYTES = 2 * 2**20
+"""Working bytes of one column chunk in :func:`block_moments` on NumPy (stays in a core's L2 cache)."""
 
 
 def block_moments(x: Array, dtype: Any = None) -> RunningMoments:
     """NaN-aware count, mean and ``M2`` of each column of a ``(sample, feature)`` block.
 
-    From the raw sums of ``x`` and ``x²`` (missing values as zeros, with their
-    count) over sub-blocks of at most :data:`SUB_BLOCK_ROWS` rows, each giving
-    ``M2 = Σx² − (Σx)²/r``, Chan-merged: no temporary of the block's size when
-    nothing is missing, one (the zero-filled copy) otherwise. The relative
-    error of ``M2`` is about ``eps·r·(mean/std)²`` with ``eps`` that of
-    ``dtype``: keep the float64 default for float32 input.
+    Shifted sums: with ``c`` the first value of a column and ``d = x − c`` in
+    ``dtype``, ``mean = c + Σd/r`` and ``M2 = Σd² − (Σd)²/r``. The sums
+    cancel as ``(m − c)/σ`` does, not as ``m/σ``: the relative error of
+    ``M2`` is about ``eps·r·(1 + 2((m − c)/σ)²)`` with ``eps`` that of
+    ``dtype``, whatever the offset of the data, and at most about
+    ``2·eps·r²`` (no value lies more than ``sqrt(r − 1)`` standard deviations
+    from the mean). A column with missing values is shifted by the mean of its
+    valid values instead, the missing ones counted out. NumPy works through
+    chunks of columns in one cache-sized buffer of ``dtype``; other
+    namespaces cast the block at once.
 
     Parameters
     ----------
     x : (sample, feature) array
         One block, NaN for missing values.
     dtype : dtype, optional
-        Accumulation dtype (default: float64).
+        Accumulation dtype (default: float64; keep it for float32 input).
     """
     xp = array_api_compat.array_namespace(x)
     dtype = xp.float64 if dtype is None else dtype
-    n = x.shape[0]
-    total = xp.sum(x, axis=0, dtype=dtype)
-    valid = None
-    if not bool(xp.all(xp.isfinite(total))):  # some values missing (or infinite)
-        valid = ~xp.isnan(x)
-        x = xp.where(valid, x, xp.zeros((), dtype=x.dtype))
-    state = None
-    for start in range(0, n, SUB_BLOCK_ROWS):
-        stop = min(start + SUB_BLOCK_ROWS, n)
-        sub = x[start:stop, ...]
-        s1 = total if valid is None and stop - start == n else xp.sum(sub, axis=0, dtype=dtype)
-        if valid is None:
-            count = xp.full_like(s1, stop - start)
-        else:
-            count = xp.astype(xp.count_nonzero(valid[start:stop, ...], axis=0), dtype)
-        mean = s1 / xp.where(count > 0, count, xp.ones_like(count))
-        m2 = xp.clip(_sum_of_squares(xp, sub, dtype) - s1 * mean, min=0.0)
-        part = RunningMoments(count, mean, m2)
-        state = part if state is None else merge_moments(state, part)
-    return state
+    n, p = x.shape
+    if not array_api_compat.is_numpy_namespace(xp):
+        return _shifted_moments(xp, x, xp.astype(x, dtype, copy=True))
+    out = RunningMoments(*(xp.empty(p, dtype=dtype) for _ in range(3)))
+    step = max(1, CHUNK_BYTES // (max(n, 1) * xp.dtype(dtype).itemsize))
+    buf = xp.empty((n, min(step, p)), dtype=dtype)
+    for start in range(0, p, step):
+        cols = slice(start, min(start + step, p))
+        d = buf[:, : cols.stop - start]
+        xp.copyto(d, x[:, cols])
+        for target, value in zip(out, _shifted_moments(xp, x[:, cols], d)):
+            target[cols] = value
+    return out
 
 
-def _sum_of_squares(xp: Any, x: Array, dtype: Any) -> Array:
-    """``Σ x²`` down the columns in ``dtype``; NumPy squares in ``dtype`` without a temporary copy."""
+def _shifted_moments(xp: Any, x: Array, d: Array) -> RunningMoments:
+    """:func:`block_moments` of the columns of ``x``; ``d`` holds ``x`` in the accumulation dtype and is overwritten."""
+    n = d.shape[0]
+    shift = xp.asarray(d[0, :], copy=True)
+    d -= shift[None, :]
+    s1 = xp.sum(d, axis=0)
+    moments = RunningMoments(xp.full_like(s1, n), shift + s1 / n, xp.clip(_sum_of_squares(xp, d) - s1 * s1 / n, min=0.0))
+    missing = ~xp.isfinite(s1)
+    if not bool(xp.any(missing)):
+        return moments
+    if array_api_compat.is_numpy_namespace(xp):  # redo only the columns with missing values
+        cols = xp.flatnonzero(missing)
+        for target, value in zip(moments, _masked_moments(xp, x[:, cols], d.dtype)):
+            target[cols] = value
+        return moments
+    return RunningMoments(*(xp.where(missing, a, b) for a, b in zip(_masked_moments(xp, x, d.dtype), moments)))
+
+
+def _masked_moments(xp: Any, x: Array, dtype: Any) -> RunningMoments:
+    """:func:`block_moments` of columns with missing values: shifted by the mean of the valid ones."""
+    valid = ~xp.isnan(x)
+    zero = xp.zeros((), dtype=dtype)
+    count = xp.astype(xp.count_nonzero(valid, axis=0), dtype)
+    safe = xp.where(count > 0, count, xp.ones_like(count))
+    d = xp.where(valid, xp.astype(x, dtype), zero)
+    shift = xp.sum(d, axis=0) / safe
+    d = xp.where(valid, d - shift[None, :], zero)
+    s1 = xp.sum(d, axis=0)
+    return RunningMoments(count, shift + s1 / safe, xp.clip(_sum_of_squares(xp, d) - s1 * s1 / safe, min=0.0))
+
+
+def _sum_of_squares(xp: Any, d: Array) -> Array:
+    """``Σ d²`` down the columns; NumPy without a temporary copy."""
     if array_api_compat.is_numpy_namespace(xp):
-        return xp.einsum("ij,ij->j", x, x, dtype=dtype)
-    x = xp.astype(x, dtype, copy=False)
-    return xp.sum(x * x, axis=0)
+        return xp.einsum("ij,ij->j", d, d)
+    return xp.sum(d * d, axis=0)
 
 
 def merge_moments(a: RunningMoments, b: RunningMoments) -> RunningMoments:
