@@ -59,6 +59,12 @@ def best_of(fn: Any, repeats: int) -> float:
     return min(times)
 
 
+def _cpus() -> set[int]:
+    import os
+
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
 def krylov_products(x: np.ndarray, width: int, tile_cells: int, repeats: int) -> dict[str, float]:
     """Seconds of one pass of both Krylov products over ``(n, tile_cells)`` tiles of ``x``, two ways."""
     from threadpoolctl import threadpool_limits
@@ -82,24 +88,17 @@ def krylov_products(x: np.ndarray, width: int, tile_cells: int, repeats: int) ->
 
 
 def gram_rate(n: int, cells: int, repeats: int) -> dict[str, float]:
-    """SYRK rate ``n² · cells / s`` (GFLOP/s, the Gram's n² p count) in float64 and float32."""
+    """Rate of the pipeline's Gram update (NumPy calls SYRK for ``a @ a.T``): ``n² · cells / s`` in GFLOP/s, float64 and float32."""
+    from pipeline.kernels.streaming import gram_update
+
     rng = np.random.default_rng(1)
     out = {}
     for dtype in ("float64", "float32"):
         xw = rng.standard_normal((n, cells)).astype(dtype)
         gram = np.zeros((n, n), dtype=dtype)
 
-        def update(xw=xw, gram=gram) -> None:
-            gram.__iadd__(xw @ xw.T)  # NumPy calls SYRK for a @ a.T
-
-        out[dtype] = n * n * cells / best_of(update, repeats) / 1e9
+        out[dtype] = n * n * cells / best_of(lambda xw=xw, gram=gram: gram_update(gram, xw), repeats) / 1e9
     return out
-
-
-def _cpus() -> set[int]:
-    import os
-
-    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
 
 def accuracy_table(store: Path, field: xr.DataArray, k: int, settings: list[tuple[int, int]], repeats: int,

@@ -94,12 +94,10 @@ def block_moments(x: Array, dtype: Any = None) -> RunningMoments:
 
 def _shifted_moments(xp: Any, x: Array, d: Array) -> RunningMoments:
     """:func:`block_moments` of the columns of ``x``; ``d`` holds ``x`` in the accumulation dtype and is overwritten."""
-    n = d.shape[0]
     shift = xp.asarray(d[0, :], copy=True)
     d -= shift[None, :]
-    s1 = xp.sum(d, axis=0)
-    moments = RunningMoments(xp.full_like(s1, n), shift + s1 / n, xp.clip(_sum_of_squares(xp, d) - s1 * s1 / n, min=0.0))
-    missing = ~xp.isfinite(s1)
+    moments = _from_deviations(xp, d, shift, xp.full_like(shift, d.shape[0]))
+    missing = ~xp.isfinite(moments.mean)
     if not bool(xp.any(missing)):
         return moments
     if array_api_compat.is_numpy_namespace(xp):  # redo only the columns with missing values
@@ -115,11 +113,15 @@ def _masked_moments(xp: Any, x: Array, dtype: Any) -> RunningMoments:
     valid = ~xp.isnan(x)
     zero = xp.zeros((), dtype=dtype)
     count = xp.astype(xp.count_nonzero(valid, axis=0), dtype)
-    safe = xp.where(count > 0, count, xp.ones_like(count))
     d = xp.where(valid, xp.astype(x, dtype), zero)
-    shift = xp.sum(d, axis=0) / safe
-    d = xp.where(valid, d - shift[None, :], zero)
+    shift = xp.sum(d, axis=0) / xp.where(count > 0, count, xp.ones_like(count))
+    return _from_deviations(xp, xp.where(valid, d - shift[None, :], zero), shift, count)
+
+
+def _from_deviations(xp: Any, d: Array, shift: Array, count: Array) -> RunningMoments:
+    """Count, mean and ``M2`` from the deviations ``d`` of each column from its ``shift`` (zeros where missing)."""
     s1 = xp.sum(d, axis=0)
+    safe = xp.where(count > 0, count, xp.ones_like(count))
     return RunningMoments(count, shift + s1 / safe, xp.clip(_sum_of_squares(xp, d) - s1 * s1 / safe, min=0.0))
 
 
