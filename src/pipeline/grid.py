@@ -15,6 +15,49 @@ import numpy as np
 import xarray as xr
 
 WEIGHTS = ("none", "coslat", "sqrt_coslat")
+ALIASES = {
+    "time": ("time", "t", "valid_time", "date"),
+    "lat": ("lat", "latitude", "nav_lat", "y_lat", "rlat"),
+    "lon": ("lon", "longitude", "nav_lon", "x_lon", "rlon"),
+}
+"""Dimension names recognised for each canonical axis (case-insensitive), everywhere."""
+
+
+def canonical_dims(obj: xr.DataArray | xr.Dataset, what: str = "field", require: tuple[str, ...] = ("time", "lat", "lon")):
+    """``obj`` with its time/latitude/longitude dimensions renamed to ``time``, ``lat``, ``lon``.
+
+    The one vocabulary of the pipeline: ingest, the stages' ``compute``
+    functions and :func:`pipeline.eof.decompose` all accept the aliases of
+    :data:`ALIASES`. Axes in ``require`` must be found; others are renamed
+    when present.
+    """
+    renames = {}
+    dims = [str(d) for d in obj.dims]
+    for canonical, aliases in ALIASES.items():
+        found = [d for d in dims if d.lower() in aliases]
+        if len(found) > 1:
+            raise ValueError(f"The {what} has several {canonical} dimensions ({', '.join(found)}); rename all but one.")
+        if not found:
+            if canonical in require:
+                raise ValueError(
+                    f"The {what} has no {canonical} dimension (looked for {', '.join(aliases)}; "
+                    f"it has {', '.join(dims) or 'none'})."
+                )
+            continue
+        if found[0] != canonical:
+            renames[found[0]] = canonical
+    return obj.rename(renames) if renames else obj
+
+
+def as_field(da: xr.DataArray, what: str = "field") -> xr.DataArray:
+    """A ``(time, lat, lon)`` DataArray from any dimension names of :data:`ALIASES`, in any order."""
+    if not isinstance(da, xr.DataArray):
+        raise TypeError(f"The {what} must be an xarray DataArray; got {type(da).__name__}.")
+    da = canonical_dims(da, what)
+    extra = [str(d) for d in da.dims if d not in ("time", "lat", "lon")]
+    if extra:
+        raise ValueError(f"The {what} has extra dimensions {extra}; select one value of each first (da.sel(...)).")
+    return da.transpose("time", "lat", "lon")
 
 
 @dataclass(frozen=True)
@@ -133,13 +176,11 @@ def field_of(fields_ds: xr.Dataset, min_steps: int, why: str) -> tuple[xr.DataAr
     name = str(fields_ds.attrs.get("field_name", "field"))
     if "field" not in fields_ds.data_vars:
         raise ValueError(f"The fields store of {name} has no 'field' variable; it holds {sorted(fields_ds.data_vars)}.")
-    field = fields_ds["field"]
-    if set(field.dims) != {"time", "lat", "lon"}:
-        raise ValueError(f"The {name} field must have dimensions (time, lat, lon); got {field.dims}.")
+    field = as_field(fields_ds["field"], f"{name} field")
     if field.sizes["time"] < min_steps:
         raise ValueError(f"The {name} field has {field.sizes['time']} time steps, fewer than {why}.")
     if not np.issubdtype(field.dtype, np.number) or np.issubdtype(field.dtype, np.complexfloating):
         raise TypeError(f"The {name} field must hold real numbers; got dtype {field.dtype}.")
     if bool(field.isnull().all()):
         raise ValueError(f"The {name} field is entirely missing (all values NaN).")
-    return field.transpose("time", "lat", "lon"), name
+    return field, name
