@@ -92,14 +92,17 @@ def streamed_field_store(
     field_attrs: dict[str, Any],
     stage: str,
     params: dict[str, Any] | None = None,
-) -> Iterator[Any]:
+    extra: dict[str, tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...], dict[str, Any]]] | None = None,
+) -> Iterator[dict[str, Any]]:
     """A fields store written block by block, atomically.
 
-    ``template`` holds the coordinates (``time``, ``lat``, ``lon``), any small
-    variables and the dataset attributes; they are written first, then the
-    ``field(time, lat, lon)`` Zarr array is created empty and yielded for the
-    caller to fill region by region (``array[:, i0:i1, :] = block``). The store
-    is renamed into place only when the block exits without error.
+    ``template`` holds the coordinates (``time``, ``lat``, ``lon``, and those
+    of any ``extra`` array), small variables and the dataset attributes; they
+    are written first, then the ``field(time, lat, lon)`` Zarr array and each
+    ``extra`` array (``name: (dims, shape, chunks, attrs)``, float64) are
+    created empty and yielded by name for the caller to fill region by region
+    (``arrays["field"][:, i0:i1, :] = block``). The store is renamed into
+    place only when the block exits without error.
     """
     import zarr
 
@@ -108,11 +111,16 @@ def streamed_field_store(
     with atomic_directory(path) as tmp:
         out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
         group = zarr.open_group(tmp, mode="a")
-        array = group.create_array(
+        arrays = {"field": group.create_array(
             "field", shape=shape, chunks=chunks, dtype=dtype, fill_value=np.nan,
             dimension_names=("time", "lat", "lon"), attributes=field_attrs,
-        )
-        yield array
+        )}
+        for name, (dims, extra_shape, extra_chunks, attrs) in (extra or {}).items():
+            arrays[name] = group.create_array(
+                name, shape=extra_shape, chunks=extra_chunks, dtype=np.float64, fill_value=np.nan,
+                dimension_names=dims, attributes=attrs,
+            )
+        yield arrays
 
 
 def write_store(
