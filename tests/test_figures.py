@@ -83,7 +83,7 @@ def regression_store() -> xr.Dataset:
         },
         coords={"predictor": names, "lat": src["lat"], "lon": src["lon"]},
         attrs={"field_name": "z500", "field_units": "m", "method": "ridge", "rank": 4,
-               "condition_number": 1.5, "n_samples": N_TIME, "years": "1950–1973"},
+               "condition_number": 1.5, "n_samples": N_TIME, "period": "1950 .. 1973", "alignment": "yearly", "lag": 0},
     )
 
 
@@ -266,7 +266,7 @@ def test_regression_maps_coefficients_and_r2():
     np.testing.assert_array_equal(plotted(meshes[3]), ds["r2"].values)
     assert (meshes[3].norm.vmin, meshes[3].norm.vmax) == (0.0, 1.0)
     title = fig.get_suptitle()
-    assert "Ridge" in title and "α = 10" in title and "z500" in title
+    assert "Ridge" in title and "α = 10" in title and "z500" in title and "1950 .. 1973" in title
     assert "m K-1" in " ".join(ax.get_ylabel() for ax in fig.axes)
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
+from scipy.linalg import subspace_angles
 
+from pipeline import eof as eof_stage
 from pipeline import ingest, synthetic
 from pipeline.io import open_store
 
@@ -112,3 +115,106 @@ def test_a_failed_write_leaves_no_store(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         ingest.run("sst", out, params=SST)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- real-world layouts and time handling
+
+
+def _monthly_planted(n_years=30, cycle=20.0, seed=5, calendar="standard"):
+    """Planted anomaly modes on a monthly axis plus a strong seasonal cycle of known pattern."""
+    n = 12 * n_years
+    truth = synthetic.planted_modes(n_time=n, n_lat=12, n_lon=20, variances=(9.0, 4.0, 1.0), noise_std=0.01,
+                                    land_fraction=0.1, seed=seed)
+    time = xr.date_range("1960-01-01", periods=n, freq="MS", calendar=calendar, use_cftime=calendar != "standard")
+    months = np.arange(n) % 12
+    lat = truth["lat"].values
+    pattern = np.cos(np.deg2rad(lat))[:, None] * (1.0 + 0.5 * np.sin(np.deg2rad(truth["lon"].values)))[None, :]
+    field = truth["field"].values + 280.0 + cycle * np.cos(2 * np.pi * months / 12)[:, None, None] * pattern[None]
+    ds = xr.Dataset({"tos": (("time", "latitude", "longitude"), field, {"units": "K"})},
+                    coords={"time": time.values, "latitude": lat, "longitude": truth["lon"].values})
+    return ds, truth, pattern
+
+
+def _angles_deg(a, b):
+    """Angle (degrees) between each pair of columns of two (cells, mode) matrices."""
+    a, b = a / np.linalg.norm(a, axis=0), b / np.linalg.norm(b, axis=0)
+    return np.degrees(np.arccos(np.clip(np.abs(np.sum(a * b, axis=0)), 0.0, 1.0)))
+
+
+def test_monthly_climatology_recovers_the_planted_modes_and_without_it_eof1_is_the_seasonal_cycle(tmp_path):
+    ds, truth, pattern = _monthly_planted()
+    ds.to_netcdf(tmp_path / "tos.nc")
+    spec = {"source": "netcdf", "path": str(tmp_path / "tos.nc")}
+    ocean = ~truth["land"].values.ravel()
+    w = np.sqrt(np.cos(np.deg2rad(truth["lat"].values)))[:, None] * np.ones(pattern.shape)
+
+    anomalies = ingest.compute("tos", {**spec, "climatology": "monthly"})
+    assert anomalies["climatology"].dims == ("month", "lat", "lon")
+    eof = eof_stage.decompose(anomalies, n_modes=3, method="exact", backend="numpy")
+    got = eof["eof"].values.reshape(3, -1)[:, ocean].T
+    true = truth["true_eof"].values.reshape(3, -1)[:, ocean].T
+    assert _angles_deg(got, true).max() < 1.0
+    assert subspace_angles(got, true).max() < np.radians(1.0)
+
+    raw = eof_stage.decompose(ingest.compute("tos", spec), n_modes=3, method="exact", backend="numpy")
+    cycle = (pattern * w).ravel()[ocean][:, None]
+    assert _angles_deg(raw["eof"].values.reshape(3, -1)[:, ocean].T[:, :1], cycle)[0] < 1.0
+    assert raw["variance_fraction"].values[0] > 0.9
+
+
+def test_a_glob_over_decade_files_equals_the_single_file(tmp_path):
+    ds, _, _ = _monthly_planted(n_years=30)
+    ds.to_netcdf(tmp_path / "one.nc")
+    for k, (a, b) in enumerate([(0, 120), (120, 240), (240, 360)]):
+        ds.isel(time=slice(a, b)).to_netcdf(tmp_path / f"tos_Omon_{1960 + 10 * k}01-{1969 + 10 * k}12.nc")
+    common = {"source": "netcdf", "variable": "tos", "climatology": "monthly", "base_period": [1961, 1990],
+              "aggregate": "DJF", "detrend": "linear"}
+    single = ingest.compute("tos", {**common, "path": str(tmp_path / "one.nc")})
+    many = ingest.compute("tos", {**common, "path": str(tmp_path / "tos_Omon_*.nc")})
+    listed = ingest.compute("tos", {**common, "path": [str(p) for p in sorted(tmp_path.glob("tos_Omon_*.nc"))][::-1]})
+    for other in (many, listed):
+        for name in ("field", "climatology", "trend"):
+            np.testing.assert_array_equal(other[name].values, single[name].values)
+        np.testing.assert_array_equal(other["time"].values, single["time"].values)
+    assert single.sizes["time"] == 29  # DJF 1961 .. 1989: the first winter lacks December 1959
+
+
+def test_months_since_units_decode_to_the_first_of_each_month(tmp_path):
+    values = np.random.default_rng(0).normal(size=(14, 3, 4))
+    ds = xr.Dataset({"sst": (("time", "lat", "lon"), values)},
+                    coords={"time": ("time", np.arange(14.0), {"units": "months since 1958-1-1"}),
+                            "lat": [-10.0, 0.0, 10.0], "lon": [0.0, 90.0, 180.0, 270.0]})
+    ds.to_netcdf(tmp_path / "raw.nc")
+    out = ingest.compute("sst", {"source": "netcdf", "path": str(tmp_path / "raw.nc")})
+    expected = np.array([f"{1958 + m // 12}-{m % 12 + 1:02d}-01" for m in range(14)], dtype="datetime64[ns]")
+    np.testing.assert_array_equal(out["time"].values.astype("datetime64[ns]"), expected)
+    np.testing.assert_array_equal(out["field"].values, values)
+
+
+def test_streamed_ingest_with_a_climatology_stays_within_its_budget_and_equals_the_in_memory_result(tmp_path):
+    n_lat, n_lon = 40, 60
+    time = xr.date_range("1950-01-01", "1952-12-31", freq="D", calendar="noleap", use_cftime=True)
+    rng = np.random.default_rng(1)
+    doy = np.arange(time.size) % 365
+    values = (10.0 * np.cos(2 * np.pi * doy / 365)[:, None, None]
+              + rng.normal(size=(time.size, n_lat, n_lon))).astype(np.float64)
+    values[:, :3, :5] = np.nan
+    src = xr.Dataset({"tas": (("time", "lat", "lon"), values, {"units": "K"})},
+                     coords={"time": time.values, "lat": np.linspace(-60, 60, n_lat), "lon": np.arange(n_lon) * 6.0})
+    src.to_zarr(tmp_path / "src.zarr", zarr_format=3, consolidated=False,
+                encoding={"tas": {"chunks": (365, 2, n_lon)}})
+    spec = {"source": "zarr", "path": str(tmp_path / "src.zarr"), "climatology": "daily", "detrend": "linear",
+            "stream_above_mb": 4}
+    assert values.nbytes > 4 * spec["stream_above_mb"] * 2**20
+    tracemalloc.start()
+    try:
+        ingest.run("tas", tmp_path / "out.zarr", params=spec)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * spec["stream_above_mb"] * 2**20, f"peak {peak / 2**20:.1f} MB"
+    streamed = open_store(tmp_path / "out.zarr")
+    whole = ingest.compute("tas", {**spec, "stream_above_mb": 10_000})
+    for name in ("field", "climatology", "trend"):
+        np.testing.assert_allclose(streamed[name].values, whole[name].values, rtol=1e-12, equal_nan=True)
+    assert streamed.attrs["time_processing"] == whole.attrs["time_processing"]

@@ -67,7 +67,9 @@ def test_layout_attributes_and_nan_placement(stores):
     assert ds.attrs["alpha"] == float(reg_ds["alpha"]) and ds.attrs["alpha_source"].startswith("regression store")
     assert {k: ds.attrs[k] for k in ("n_draws", "seed", "credible_level", "prior_a0", "prior_b0")} == {
         "n_draws": 4000, "seed": 123, "credible_level": 0.9, "prior_a0": 0.01, "prior_b0": 0.01}
-    assert (ds.attrs["field_name"], ds.attrs["field_units"], ds.attrs["years"]) == ("z500", "m", "1955-1989")
+    assert (ds.attrs["field_name"], ds.attrs["field_units"]) == ("z500", "m")
+    assert {k: ds.attrs[k] for k in ("period", "alignment", "lag", "n_samples")} == {
+        "period": "1955 .. 1989", "alignment": "yearly", "lag": 0, "n_samples": 35}
 
 
 def test_posterior_mean_is_the_ridge_coefficient_and_intervals_hold_truth(stores):
@@ -144,3 +146,49 @@ def test_run_writes_store_that_reads_back(stores, tmp_path):
     _, expected = _run(stores, params=params, reg_params=reg_params)
     xr.testing.assert_allclose(back[list(expected.data_vars)], expected, rtol=1e-12)
     assert back.attrs["pipeline_stage"] == "posterior" and back.attrs["seed"] == 123
+
+
+def _monthly(start_year: int, n: int) -> np.ndarray:
+    return np.array([f"{start_year + i // 12:04d}-{i % 12 + 1:02d}-01" for i in range(n)], dtype="datetime64[ns]")
+
+
+@pytest.fixture(scope="module")
+def lagged_stores():
+    """Monthly PCs 1990-1999 and a monthly target 1990-2000 with ``y(t) = 2 pc1(t − 1) − pc2(t − 1) + e``."""
+    rng = np.random.default_rng(21)
+    pc = rng.standard_normal((120, 2)) * [2.0, 1.0]
+    eof = xr.Dataset({"pc": (("time", "mode"), pc, {"units": "K"})}, coords={"time": _monthly(1990, 120)},
+                     attrs={"field_name": "sst", "field_units": "K"})
+    X = np.vstack([np.zeros((1, 2)), pc, np.zeros((11, 2))])  # target month i uses PC month i - 1
+    target = synthetic.planted_regression(X, np.array([2.0, -1.0]), intercept=3.0, noise_std=0.2, n_lat=3, n_lon=4,
+                                          seed=22, time=_monthly(1990, 132))
+    target.attrs.update(field_name="z500", field_units="m")
+    return target, eof
+
+
+def test_posterior_aligns_with_the_regression_lag(lagged_stores):
+    target, eof = lagged_stores
+    reg_params = _reg_params(n_predictors=2, lag=1)
+    reg_ds, ds = _run(lagged_stores, reg_params=reg_params)
+    assert {k: ds.attrs[k] for k in ("period", "alignment", "lag", "n_samples")} == {
+        "period": "1990-02 .. 2000-01", "alignment": "monthly", "lag": 1, "n_samples": 120}
+    # conjugate posterior mean = ridge solution on the same pairs (PC month t - 1 with target month t)
+    Z = (eof["pc"].values - eof["pc"].values.mean(0)) / eof["pc"].values.std(0)
+    y = target["field"].values[1:121].reshape(120, -1)
+    alpha = float(reg_ds["alpha"])
+    beta = np.linalg.solve(Z.T @ Z + alpha * np.eye(2), Z.T @ (y - y.mean(0))) / eof["pc"].values.std(0)[:, None]
+    se = ds["sd"].values.reshape(2, -1) / np.sqrt(4000)
+    assert np.all(np.abs(ds["mean"].values.reshape(2, -1) - beta) < 5 * se)
+    np.testing.assert_allclose(beta, np.array([[2.0], [-1.0]]) * np.ones((1, 12)), atol=0.1)
+    with pytest.raises(ValueError, match=r"regression store was aligned with .*'lag': 1.* gives .*'lag': 0"):
+        posterior.compute(target, eof, reg_ds, params=_params(), regression_params=_reg_params(n_predictors=2),
+                          backend="numpy")
+
+
+def test_target_dims_may_use_aliases_in_any_order(stores):
+    target, eof = stores
+    reg_ds, ref = _run(stores, params=_params(n_draws=300))
+    renamed = target.rename(lat="latitude", lon="longitude", time="t").transpose("longitude", "t", "latitude", ...)
+    got = posterior.compute(renamed, eof, reg_ds, params=_params(n_draws=300), regression_params=_reg_params(),
+                            backend="numpy")
+    xr.testing.assert_identical(got, ref)

@@ -60,6 +60,79 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(tmp_path, override, ne
     assert not (tmp_path / "results").exists()
 
 
+def _jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """The job counts of a dry run's summary table (rule name -> jobs)."""
+    return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M) if k != "total"}
+
+
+def _dry_run(config: dict, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
+    (workdir / "user.yaml").write_text(yaml.safe_dump(config))
+    return _snakemake(["-n", "--forceall", "--cores", "1", "--configfile", "user.yaml", *extra], cwd=workdir)
+
+
+def test_a_configfile_is_the_whole_run_and_the_demo_is_not_merged(tmp_path):
+    config = {
+        "fields": {"sea": {"source": "netcdf", "path": str(ROOT / "resources" / "sst_ndjfm_anom.nc"),
+                           "variable": "sst"}},
+        "eof": {"fields": ["sea"]},
+    }
+    result = _dry_run(config, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _jobs(result) == {"ingest": 1, "moments": 1, "eof": 1, "figure_eof_spectrum": 1, "figure_eof_maps": 1,
+                             "figure_pc_timeseries": 1, "all": 1}
+    assert "z500" not in result.stdout and "/sst.zarr" not in result.stdout
+
+
+def test_a_nested_config_override_keeps_its_type(tmp_path):
+    shutil.copy(ROOT / "config" / "synthetic.yaml", tmp_path / "synthetic.yaml")
+    result = _snakemake(["-n", "--forceall", "--cores", "1", "--configfile", "synthetic.yaml",
+                         "--config", "moments={n_tiles: 3}", "regression={tol: 1e-6}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _jobs(result)["moments_tile"] == 3
+
+
+def test_a_glob_path_is_every_file_it_matches_and_an_unmatched_one_fails(tmp_path):
+    (tmp_path / "data").mkdir()
+    for decade in ("1990", "1980"):
+        (tmp_path / "data" / f"tos_{decade}s.nc").touch()  # dry run: never opened
+    config = {"fields": {"tos": {"source": "netcdf", "path": "data/tos_*.nc"}}, "eof": {"fields": ["tos"]}}
+    result = _dry_run(config, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"rule ingest:\n\s+input: data/tos_1980s.nc, data/tos_1990s.nc\n", result.stdout), result.stdout
+
+    config["fields"]["tos"]["path"] = "data/thetao_*.nc"
+    result = _dry_run(config, tmp_path)
+    assert result.returncode != 0
+    assert "Field 'tos': path pattern 'data/thetao_*.nc' matches no file." in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("rule", "needle"),
+    [
+        ({"mode": 1, "lat": 0.0, "lon": 200.0, "field": "nope"}, "eof.sign names field 'nope'"),
+        ({"mode": 1, "lat": 0.0, "lon": 200.0, "field": "y"}, "eof.sign has a rule for field 'y'"),
+        ({"mode": 1, "lat": 0.0, "lon": 200.0, "series": "nino34.csv"}, "is valid under each of"),
+        ({"mode": 1, "lat": 0.0}, "'lon' is a dependency of 'lat'"),
+    ],
+)
+def test_a_bad_sign_rule_fails_before_any_job(tmp_path, rule, needle):
+    config = yaml.safe_load((ROOT / "config" / "synthetic.yaml").read_text())
+    config["eof"]["sign"] = [rule]
+    result = _dry_run(config, tmp_path)
+    assert result.returncode != 0
+    assert needle in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_sign_rule_series_is_an_input_of_the_eofs_of_its_fields(tmp_path):
+    (tmp_path / "nino34.csv").write_text("date,value\n")
+    config = yaml.safe_load((ROOT / "config" / "synthetic.yaml").read_text())
+    config["eof"]["sign"] = [{"mode": 1, "series": "nino34.csv", "field": "x"}, {"mode": 2, "lat": 0.0, "lon": 10.0}]
+    result = _dry_run(config, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"rule eof:\n\s+input: \S+/fields/x.zarr, \S+/moments/x.zarr, nino34.csv\n", result.stdout)
+
+
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
     """Run the whole workflow on config/synthetic.yaml in a scratch directory."""

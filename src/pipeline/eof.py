@@ -23,12 +23,16 @@ Methods (``docs/methods.md`` gives passes, memory and accuracy):
 otherwise the covariance the moments stage kept, otherwise ``randomized``.
 The aliases ``time`` and ``svd`` mean ``gram`` and ``exact``.
 
-Sign rule: the largest-magnitude element of each EOF is positive; its PC and
-maps flip with it.
+Sign rule (``eof.sign``, :mod:`pipeline.eof_sign`): by default the
+largest-magnitude element of each EOF is positive; rules can instead fix a
+mode's sign at a point or by its PC's correlation with a reference series. Its
+PC and maps flip with it, and the store records the convention in the
+attribute ``sign_convention``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -38,7 +42,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pipeline import grid, io, moments, stream
+from pipeline import eof_sign, grid, io, moments, stream
 from pipeline.backend import Backend, resolve, to_numpy
 from pipeline.kernels import eof as kernels
 from pipeline.kernels import streaming as ks
@@ -78,6 +82,7 @@ def _params(params: dict[str, Any]) -> dict[str, Any]:
     for key in ("power_iterations", "oversample", "seed"):
         if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 0:
             raise ValueError(f"eof.{key} must be a non-negative integer; got {p[key]!r}.")
+    p["sign"] = eof_sign.check(p.get("sign", eof_sign.DEFAULT), n_modes)
     return p
 
 
@@ -381,14 +386,16 @@ def _exact(f: _Field, p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndar
     return grids, to_numpy(res.eigenvalue), res.rank
 
 
-def _apply_sign_rule(out: dict[str, np.ndarray]) -> None:
-    """Largest-magnitude element of each EOF positive; PCs and maps flip with it (in place)."""
-    flat = out["eof"].reshape(out["eof"].shape[0], -1)
-    peak = flat[np.arange(flat.shape[0]), np.nanargmax(np.abs(flat), axis=1)]
-    sign = np.where(peak < 0, -1.0, 1.0)
-    for key in ("eof", "correlation", "covariance"):
-        out[key] *= sign[:, None, None]
-    out["pc"] *= sign[None, :]
+def _apply_sign_rule(out: dict[str, np.ndarray], sign: str | list[dict[str, Any]], f: _Field) -> str:
+    """The sign convention ``eof.sign`` applied in place to the host results; its record as JSON.
+
+    Modes without a rule get the largest-magnitude element of their EOF
+    positive; see :func:`pipeline.eof_sign.apply`. PCs and maps flip with the EOFs.
+    """
+    grid_coords = f.cells.valid
+    record = eof_sign.apply(out, sign, field=f.name, lat=grid_coords["lat"].values, lon=grid_coords["lon"].values,
+                            time=np.asarray(f.src.time))
+    return json.dumps(record, sort_keys=True)
 
 
 def compute(source: Any, moments_ds: xr.Dataset, *, params: dict[str, Any], backend: Backend) -> xr.Dataset:
@@ -436,10 +443,12 @@ def compute(source: Any, moments_ds: xr.Dataset, *, params: dict[str, Any], back
         out, lam, rank = _randomized(f, p)
     else:
         out, lam, rank = _exact(f, p)
-    _apply_sign_rule(out)
+    convention = _apply_sign_rule(out, p["sign"], f)
     log.info("eof of %s: %d modes of %d x %d by %s (%.1f%% of variance), %.2f s on %s", f.name, p["n_modes"], f.n,
              f.cells.n_features, method, 100 * lam.sum() / f.total_variance, time.perf_counter() - start, backend.name)
-    return _dataset(out, lam, rank, method, f, moments_ds)
+    ds = _dataset(out, lam, rank, method, f, moments_ds)
+    ds.attrs["sign_convention"] = convention
+    return ds
 
 
 def _dataset(out, lam, rank, method, f: _Field, mom: xr.Dataset) -> xr.Dataset:
@@ -474,12 +483,16 @@ def _dataset(out, lam, rank, method, f: _Field, mom: xr.Dataset) -> xr.Dataset:
 
 def decompose(source: Any, *, n_modes: int, method: str = "auto", weights: str = "sqrt_coslat",
               backend: str = "auto", memory_budget_mb: int = 512, precision: str = "float64",
-              power_iterations: int = 4, oversample: int = 4, seed: int = 0) -> xr.Dataset:
+              power_iterations: int = 4, oversample: int = 4, seed: int = 0,
+              sign: str | list[dict[str, Any]] = "max_positive") -> xr.Dataset:
     """Moments and EOFs of a field in one call (what the two stages do, without stores in between).
 
     ``source`` is a fields-store path, an ``xr.Dataset`` with ``field`` or a
     ``(time, lat, lon)`` ``xr.DataArray``. The moments pass keeps the covariance
-    only when ``method`` needs it.
+    only when ``method`` needs it. ``sign`` is ``"max_positive"`` or a list of
+    rules (:mod:`pipeline.eof_sign`), e.g. ``[{"mode": 1, "lat": 65, "lon": -20,
+    "sign": "negative"}]`` or ``[{"mode": 1, "series": nao_index}]`` with a
+    DataArray along ``time``.
     """
     b = resolve(backend)
     method = ALIASES.get(method, method)
@@ -489,7 +502,8 @@ def decompose(source: Any, *, n_modes: int, method: str = "auto", weights: str =
     src = stream.open_source(source)
     mom = moments.compute(src, params=mom_params, backend=b)
     eof_params = {"n_modes": n_modes, "method": method, "memory_budget_mb": memory_budget_mb,
-                  "precision": precision, "power_iterations": power_iterations, "oversample": oversample, "seed": seed}
+                  "precision": precision, "power_iterations": power_iterations, "oversample": oversample, "seed": seed,
+                  "sign": sign}
     return compute(src, mom, params=eof_params, backend=b)
 
 

@@ -1,242 +1,189 @@
-"""Ingest: any source becomes a canonical ``(time, lat, lon)`` field store.
+"""Ingest: any source becomes the canonical ``(time, lat, lon)`` field store that is analysed.
 
-Sources (``source:`` in a field's config entry):
+:func:`pipeline.sources.open_field` opens the source (a netCDF file, a Zarr
+store, a glob or list of files, or a synthetic field with planted truth) as
+one lazy canonical field; :mod:`pipeline.temporal` then applies the field's
+time handling (years, climatology, aggregation, detrending). The result has
+dimensions exactly ``(time, lat, lon)``, latitudes ascending, missing values
+NaN, CF attributes, and -- when asked for -- the ``climatology`` that was
+subtracted and the ``trend`` that was removed.
 
-* ``netcdf`` -- a netCDF-3 or netCDF-4 file, read with xarray;
-* ``zarr`` -- a Zarr store (format 2 or 3);
-* ``synthetic`` -- a field with planted truth from :mod:`pipeline.synthetic`
-  (``kind: modes | regression | distribution``), reproducible from its seed.
-
-The source is only read. The result has dimensions exactly ``(time, lat, lon)``
-(common aliases such as ``latitude`` are renamed, singleton axes such as a
-one-level ``pressure`` are squeezed), latitudes ascending, missing values NaN,
-and CF attributes.
+A field larger than ``stream_above_mb`` is processed band by band of
+latitudes (every operation works cell by cell), so it never sits whole in
+memory. The source is only read.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from pipeline import synthetic
+from pipeline import sources, synthetic, temporal
 from pipeline.io import streamed_field_store, write_store
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("netcdf", "zarr", "synthetic")
-ALIASES = {
-    "time": ("time", "t", "valid_time", "date"),
-    "lat": ("lat", "latitude", "nav_lat", "y_lat", "rlat"),
-    "lon": ("lon", "longitude", "nav_lon", "x_lon", "rlon"),
-}
-SYNTHETIC_KINDS = ("modes", "regression", "distribution")
 STREAM_BAND_MB = 64
+"""Largest latitude band read at once when a field is streamed."""
+WORKING_COPIES = 6
+"""Float64 band-sized temporaries of the time handling (cast, kept steps, anomaly, result, detrend)."""
 
 
-def open_source(name: str, spec: dict[str, Any]) -> xr.Dataset:
-    """Open the source of field ``name`` as described by its config entry ``spec``."""
-    source = spec.get("source")
-    if source not in SOURCES:
-        raise ValueError(f"Field {name!r}: source must be one of {', '.join(SOURCES)}; got {source!r}.")
-    if source == "synthetic":
-        return _synthetic(name, spec)
-    path = Path(spec.get("path", ""))
-    if not spec.get("path") or not path.exists():
-        raise FileNotFoundError(f"Field {name!r}: the {source} source {str(path)!r} does not exist.")
-    try:
-        if source == "zarr":
-            with warnings.catch_warnings():  # stores without consolidated metadata are fine
-                warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated")
-                return xr.open_zarr(path, consolidated=None)
-        return xr.open_dataset(path, decode_timedelta=False)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"Field {name!r}: could not read {str(path)!r} as {source} ({err}).") from err
+def _plan(canon: xr.Dataset, name: str, spec: dict[str, Any]) -> temporal.TimePlan:
+    return temporal.plan(canon["time"].values, temporal.spec_of(name, spec), name)
 
 
-def _synthetic(name: str, spec: dict[str, Any]) -> xr.Dataset:
-    kind = spec.get("kind", "modes")
-    options = dict(spec.get("options") or {})
-    if kind == "modes":
-        return synthetic.planted_modes(**options)
-    if kind == "distribution":
-        return synthetic.planted_distribution(**options)
-    if kind == "regression":
-        other = spec.get("predictors_spec")
-        if not other or other.get("kind", "modes") != "modes":
-            raise ValueError(
-                f"Field {name!r}: a synthetic regression field needs 'predictors_from' naming a "
-                "synthetic field of kind 'modes'."
-            )
-        planted = synthetic.planted_modes(**(other.get("options") or {}))
-        return synthetic.planted_regression(planted["true_pc"].values, time=planted["time"].values, **options)
-    raise ValueError(f"Field {name!r}: synthetic kind must be one of {', '.join(SYNTHETIC_KINDS)}; got {kind!r}.")
-
-
-def canonical_field(ds: xr.Dataset, name: str, spec: dict[str, Any]) -> xr.Dataset:
-    """Pick the variable and bring it to canonical ``(time, lat, lon)`` form.
-
-    Parameters
-    ----------
-    ds : xr.Dataset
-        The opened source.
-    name : str
-        The field's name in the config (used in messages and attributes).
-    spec : dict
-        The field's config entry: ``variable`` (optional when the source has a
-        single data variable), ``select`` (coordinate values to pick on extra
-        axes, e.g. ``{pressure: 500}``), ``years`` (``[first, last]``),
-        ``units`` and ``long_name`` (override the source's attributes).
-    """
-    variable = spec.get("variable") or ("field" if spec.get("source") == "synthetic" else None)
-    if variable is None:
-        candidates = [v for v in ds.data_vars if ds[v].ndim >= 3]
-        if len(candidates) != 1:
-            raise ValueError(
-                f"Field {name!r}: set 'variable' to one of {', '.join(map(str, ds.data_vars))}."
-            )
-        variable = candidates[0]
-    if variable not in ds.data_vars:
-        raise ValueError(
-            f"Field {name!r}: variable {variable!r} is not in the source; it has {', '.join(map(str, ds.data_vars)) or 'no variables'}."
-        )
-    da = _rename_dims(ds[variable], name)
-    for dim, value in (spec.get("select") or {}).items():
-        if dim not in da.dims:
-            raise ValueError(f"Field {name!r}: 'select' names {dim!r}, which is not a dimension of {variable!r}.")
-        da = da.sel({dim: value}, method="nearest")
-    extra = [d for d in da.dims if d not in ("time", "lat", "lon")]
-    singleton = [d for d in extra if da.sizes[d] == 1]
-    da = da.squeeze(singleton, drop=True)
-    extra = [d for d in extra if d not in singleton]
-    if extra:
-        raise ValueError(
-            f"Field {name!r}: variable {variable!r} has extra dimensions {extra}; pick one level with "
-            f"'select' (e.g. select: {{{extra[0]}: <value>}})."
-        )
-    if spec.get("years"):
-        first, last = spec["years"]
-        years = da["time"].dt.year
-        da = da.isel(time=((years >= first) & (years <= last)).values)
-        if da.sizes["time"] == 0:
-            raise ValueError(f"Field {name!r}: no time step falls in years {first}-{last}.")
-    da = da.transpose("time", "lat", "lon").sortby("lat")
-    if not np.issubdtype(da.dtype, np.floating):
-        da = da.astype(np.float64)
-    return _attributes(da, ds, name, variable, spec)
-
-
-def _rename_dims(da: xr.DataArray, name: str) -> xr.DataArray:
-    renames = {}
-    for canonical, aliases in ALIASES.items():
-        found = [d for d in da.dims if str(d).lower() in aliases]
-        if not found:
-            raise ValueError(
-                f"Field {name!r}: variable {da.name!r} has no {canonical} dimension "
-                f"(looked for {', '.join(aliases)}; it has {', '.join(map(str, da.dims))})."
-            )
-        if found[0] != canonical:
-            renames[found[0]] = canonical
-    return da.rename(renames)
-
-
-def _attributes(da: xr.DataArray, ds: xr.Dataset, name: str, variable: str, spec: dict[str, Any]) -> xr.Dataset:
-    units = spec.get("units") or da.attrs.get("units", "1")
-    coords = {"time": da["time"].values, "lat": da["lat"].values.astype(np.float64), "lon": da["lon"].values.astype(np.float64)}
-    field = xr.DataArray(da.variable.data, dims=da.dims, coords=coords)  # still lazy for a lazily opened source
-    field.attrs = {
-        "units": units,
-        "long_name": spec.get("long_name") or da.attrs.get("long_name", name),
-        "source_variable": variable,
-    }
-    if "standard_name" in da.attrs:
-        field.attrs["standard_name"] = da.attrs["standard_name"]
-    out = xr.Dataset({"field": field})
-    truth = [v for v in ds.data_vars if str(v).startswith("true_") or v in ("land", "predictors")]
-    for v in truth:
-        out[v] = ds[v]
-    out["lat"].attrs.update(units="degrees_north", standard_name="latitude", long_name="latitude")
-    out["lon"].attrs.update(units="degrees_east", standard_name="longitude", long_name="longitude")
-    out["time"].attrs.update(standard_name="time", long_name="time")
-    source = "synthetic" if spec.get("source") == "synthetic" else str(spec.get("path"))
-    out.attrs = {"field_name": name, "field_units": units, "source": source, "Conventions": "CF-1.10"}
+def _template(canon: xr.Dataset, p: temporal.TimePlan) -> xr.Dataset:
+    """Everything of the output store but ``field``, ``climatology`` and ``trend``: coordinates, truth, attributes."""
+    out = canon.drop_vars("field")
+    if p.spec.season is not None:  # a new time axis: time-dependent truth no longer applies
+        timed = [v for v in out.data_vars if "time" in out[v].dims]
+        out = out.drop_vars([*timed, "time"]).assign_coords(time=("time", p.time, dict(canon["time"].attrs)))
+    elif p.keep.size < p.n_in:
+        out = out.isel(time=p.keep)
+    if p.groups is not None:
+        slot = ("calendar day (29 February is day 60 and 1 March day 61 in every year of a calendar with leap "
+                "years)" if p.group_dim == "dayofyear" else "calendar month")
+        out = out.assign_coords({p.group_dim: (p.group_dim, np.arange(1, p.n_groups + 1),
+                                               {"long_name": slot, "units": "1"})})
+    described = p.describe()
+    if described:
+        out.attrs["time_processing"] = described
     return out
 
 
+def _attrs(canon: xr.Dataset, p: temporal.TimePlan) -> dict[str, dict[str, Any]]:
+    """Attributes of ``field``, ``climatology`` and ``trend``."""
+    field = dict(canon["field"].attrs)
+    units, long_name = field.get("units", "1"), field.get("long_name", canon.attrs.get("field_name", "field"))
+    described = p.describe()
+    if described:
+        field["time_processing"] = described
+    base = p.spec.base_period or p.spec.years
+    period = f"{base[0]}-{base[1]}" if base else "the whole record"
+    return {
+        "field": field,
+        "climatology": {"long_name": f"{p.spec.climatology} climatology of {long_name} ({period})", "units": units},
+        "trend": {"long_name": f"linear trend of {long_name}, removed", "units": f"{units} year-1"},
+    }
+
+
+def _assemble(canon: xr.Dataset, p: temporal.TimePlan, result: temporal.Processed) -> xr.Dataset:
+    """The output Dataset of an in-memory field from its processed arrays."""
+    out = _template(canon, p)
+    attrs = _attrs(canon, p)
+    dtype = canon["field"].dtype
+    out["field"] = (("time", "lat", "lon"), result.field.astype(dtype, copy=False), attrs["field"])
+    if result.climatology is not None:
+        out["climatology"] = ((p.group_dim, "lat", "lon"), result.climatology, attrs["climatology"])
+    if result.trend is not None:
+        out["trend"] = (("lat", "lon"), result.trend, attrs["trend"])
+    return out[["field", *[v for v in out.data_vars if v != "field"]]]
+
+
 def compute(name: str, spec: dict[str, Any]) -> xr.Dataset:
-    """Open the source of field ``name`` and return its canonical Dataset (in memory)."""
-    ds = open_source(name, spec)
+    """Open the source of field ``name``, apply its time handling, and return the Dataset (in memory)."""
+    canon = sources.open_field(name, spec)
     try:
-        out = canonical_field(ds, name, spec).load()
+        p = _plan(canon, name, spec)
+        canon = canon.load()
     finally:
-        ds.close()
+        canon.close()
+    out = canon if p.identity else _assemble(canon, p, temporal.apply(canon["field"].values, p))
     _check_not_empty(out["field"], name)
-    log.info(
-        "ingested %s from %s: %d time steps x %d lat x %d lon, %.1f%% missing",
-        name,
-        out.attrs["source"],
-        *out["field"].shape,
-        100 * float(out["field"].isnull().mean()),
-    )
+    log.info("ingested %s from %s: %d time steps x %d lat x %d lon, %.1f%% missing%s", name, out.attrs["source"],
+             *out["field"].shape, 100 * float(out["field"].isnull().mean()),
+             f" ({p.describe()})" if p.describe() else "")
     return out
 
 
 def _check_not_empty(field: xr.DataArray, name: str) -> None:
     if not bool(field.notnull().any()):
-        raise ValueError(f"Field {name!r}: variable {field.attrs['source_variable']!r} is missing (NaN) everywhere.")
+        raise ValueError(f"Field {name!r}: variable {field.attrs.get('source_variable', name)!r} is missing (NaN) "
+                         "everywhere after ingest.")
+
+
+def band_bytes(itemsize: int, processed: bool, stream_above_mb: float, band_mb: float = STREAM_BAND_MB) -> int:
+    """Source bytes per band so that a streamed field's working set stays within ``stream_above_mb``."""
+    copies = 1.0 + (WORKING_COPIES * 8.0 / itemsize if processed else 1.0)
+    return max(1, int(min(band_mb, stream_above_mb / copies) * 2**20))
 
 
 def stream_copy(canon: xr.Dataset, output: str | os.PathLike, *, params: dict[str, Any],
-                band_mb: float = STREAM_BAND_MB) -> None:
-    """Write a lazily opened canonical field to ``output`` band by band (bounded memory).
+                p: temporal.TimePlan | None = None, band_mb: float = STREAM_BAND_MB) -> None:
+    """Write a lazily opened canonical field to ``output`` band by band, time handling applied (bounded memory).
 
     The store is chunked for the EOF stages: all time steps, a band of
-    latitudes, all longitudes (``band_mb`` per chunk at most, split along
-    longitude if one latitude row is larger).
+    latitudes, all longitudes (split along longitude if one latitude row is
+    larger than a band). Each band is read, processed by
+    :func:`pipeline.temporal.apply` and written before the next is read.
     """
     field = canon["field"]
-    n_time, n_lat, n_lon = field.shape
-    row = n_time * n_lon * field.dtype.itemsize
-    rows = max(1, min(n_lat, int(band_mb * 2**20 // row)))
-    lon_chunk = n_lon if row <= band_mb * 2**20 else max(1, int(band_mb * 2**20 // (n_time * field.dtype.itemsize)))
-    template = canon.drop_vars("field")
+    name = canon.attrs.get("field_name", "field")
+    p = p or _plan(canon, name, params)
+    n_in, n_lat, n_lon = field.shape
+    n_out = p.time.size
+    budget = band_bytes(field.dtype.itemsize, not p.identity, params.get("stream_above_mb", 512), band_mb)
+    row = n_in * n_lon * field.dtype.itemsize
+    rows = max(1, min(n_lat, budget // row))
+    cols = n_lon if row <= budget else max(1, budget // (n_in * field.dtype.itemsize))
+    attrs = _attrs(canon, p)
+    extra = {}
+    if p.groups is not None:
+        extra["climatology"] = ((p.group_dim, "lat", "lon"), (p.n_groups, n_lat, n_lon), (p.n_groups, rows, cols),
+                                attrs["climatology"])
+    if p.spec.detrend != "none":
+        extra["trend"] = (("lat", "lon"), (n_lat, n_lon), (rows, cols), attrs["trend"])
     empty = True
-    with streamed_field_store(output, template, shape=field.shape, dtype=field.dtype, chunks=(n_time, rows, lon_chunk),
-                              field_attrs=dict(field.attrs), stage="ingest", params=params) as array:
+    with streamed_field_store(output, _template(canon, p), shape=(n_out, n_lat, n_lon), dtype=field.dtype,
+                              chunks=(n_out, rows, cols), field_attrs=attrs["field"], stage="ingest", params=params,
+                              extra=extra) as arrays:
         for i0 in range(0, n_lat, rows):
-            band = np.asarray(field.isel(lat=slice(i0, i0 + rows)).values)
-            empty = empty and bool(np.isnan(band).all())
-            array[:, i0 : i0 + rows, :] = band
-            log.info("ingest %s: latitude rows %d-%d of %d copied", canon.attrs["field_name"], i0, i0 + band.shape[1], n_lat)
+            for j0 in range(0, n_lon, cols):
+                box = (slice(i0, i0 + rows), slice(j0, j0 + cols))
+                band = np.asarray(field.isel(lat=box[0], lon=box[1]).values)
+                result = temporal.apply(band, p)
+                empty = empty and bool(np.isnan(result.field).all())
+                arrays["field"][:, box[0], box[1]] = result.field.astype(field.dtype, copy=False)
+                if result.climatology is not None:
+                    arrays["climatology"][:, box[0], box[1]] = result.climatology
+                if result.trend is not None:
+                    arrays["trend"][box[0], box[1]] = result.trend
+            log.info("ingest %s: latitude rows %d-%d of %d done", name, i0, min(i0 + rows, n_lat), n_lat)
         if empty:
-            _check_not_empty(xr.DataArray([np.nan], attrs=field.attrs), canon.attrs["field_name"])
+            _check_not_empty(xr.DataArray([np.nan], attrs=attrs["field"]), name)
 
 
 def run(name: str, output: str | os.PathLike, *, params: dict[str, Any]) -> None:
     """Ingest field ``name`` (config entry ``params``) into the Zarr store ``output``.
 
     Small fields are read whole; a field larger than ``stream_above_mb`` (a key
-    of the field's entry, default 512) is copied band by band, and a synthetic
-    field with ``stream: true`` is generated straight into the store, so
-    neither ever sits whole in memory.
+    of the field's entry, default 512) is processed band by band, and a
+    synthetic field with ``stream: true`` is generated straight into the
+    store, so neither ever sits whole in memory.
     """
     if params.get("source") == "synthetic" and params.get("stream"):
+        if temporal.spec_of(name, params).active or params.get("years"):
+            raise ValueError(f"Field {name!r}: a streamed synthetic field takes no time handling (years, "
+                             "climatology, aggregate, detrend); leave those keys out.")
         options = dict(params.get("options") or {})
         synthetic.write_planted_modes_store(output, field_name=name, units=params.get("units", "K"), **options)
         return
-    ds = open_source(name, params)
+    canon = sources.open_field(name, params)
     try:
-        canon = canonical_field(ds, name, params)
+        p = _plan(canon, name, params)
         if canon["field"].nbytes > params.get("stream_above_mb", 512) * 2**20:
-            stream_copy(canon, output, params=params)
+            stream_copy(canon, output, params=params, p=p)
             return
-        out = canon.load()
+        canon = canon.load()
     finally:
-        ds.close()
+        canon.close()
+    out = canon if p.identity else _assemble(canon, p, temporal.apply(canon["field"].values, p))
     _check_not_empty(out["field"], name)
+    if p.describe():
+        log.info("ingest %s: %s", name, p.describe())
     write_store(out, output, stage="ingest", params=params)

@@ -1,10 +1,11 @@
 """Posterior stage: exact posterior draws of the Bayesian ridge regression per cell.
 
 The design and the target are aligned exactly as in the regression stage
-(:func:`pipeline.regression.align_years`), standardized and centred the same
-way, and every complete cell gets the conjugate normal--inverse-gamma posterior
-of :mod:`pipeline.kernels.posterior`, whose mean is the ridge solution for the
-penalty ``alpha``. The penalty comes from the regression store:
+(:func:`pipeline.regression.align`: the same step kind and ``lag``),
+standardized and centred the same way, and every complete cell gets the
+conjugate normal--inverse-gamma posterior of :mod:`pipeline.kernels.posterior`,
+whose mean is the ridge solution for the penalty ``alpha``. The penalty comes
+from the regression store:
 
 * ``ridge``: its chosen ``alpha``;
 * ``ols``: ``alpha = 0`` (a flat prior on the coefficients), allowed only when
@@ -93,12 +94,19 @@ def _alpha(regression_ds: xr.Dataset, Z: Any, Yc: Any, regression_params: dict[s
     raise ValueError(f"The regression store has method {method!r}; expected one of {', '.join(reg.METHODS)}.")
 
 
-def _check_regression_store(regression_ds: xr.Dataset, predictors: list[str]) -> None:
-    """The regression store must have been fitted on the same predictors."""
+def _check_regression_store(regression_ds: xr.Dataset, aligned: reg.Aligned) -> None:
+    """The regression store must have been fitted on the same predictors, aligned the same way."""
     stored = [str(p) for p in regression_ds["predictor"].values] if "predictor" in regression_ds.coords else []
-    if stored != predictors:
+    if stored != aligned.predictors:
         raise ValueError(
-            f"The regression store's predictors {stored} differ from {predictors}; "
+            f"The regression store's predictors {stored} differ from {aligned.predictors}; "
+            "rerun the regression stage with the same config."
+        )
+    ours = {"alignment": aligned.kind, "lag": aligned.lag, "period": aligned.period}
+    theirs = {k: regression_ds.attrs[k] for k in ours if k in regression_ds.attrs}
+    if any(theirs[k] != ours[k] for k in theirs):
+        raise ValueError(
+            f"The regression store was aligned with {theirs} but the regression config gives {ours}; "
             "rerun the regression stage with the same config."
         )
 
@@ -124,13 +132,15 @@ def compute(
     ----------
     target_ds, predictor_eof_ds : xr.Dataset
         The target's fields store and the predictor's EOF store, as for
-        :func:`pipeline.regression.compute`.
+        :func:`pipeline.regression.compute` (the target's dimensions may use
+        any alias of :data:`pipeline.grid.ALIASES`, in any order).
     regression_ds : xr.Dataset
         The regression store of the same target (gives ``alpha``).
     params : dict
         The ``posterior`` config section (see :func:`check_params`).
     regression_params : dict
-        The ``regression`` config section (target, predictor, n_predictors, ...).
+        The ``regression`` config section (target, predictor, n_predictors,
+        ``lag``, ...): the alignment is the regression stage's.
     backend : Backend or str
         The array backend, resolved or by name.
 
@@ -142,12 +152,13 @@ def compute(
     check_params(params)
     reg.check_params(regression_params)
     b = as_backend(backend)
-    aligned = reg.align_years(
+    aligned = reg.align(
         target_ds, predictor_eof_ds, target=regression_params["target"],
         predictor=regression_params["predictor"], n_predictors=regression_params["n_predictors"],
+        lag=regression_params.get("lag", 0),
     )
     reg.check_design(aligned)
-    _check_regression_store(regression_ds, aligned.predictors)
+    _check_regression_store(regression_ds, aligned)
     cells = grid.complete_cells(aligned.field, name=regression_params["target"])
     t0 = time.perf_counter()
     X, Y = b.asarray(aligned.design), b.asarray(grid.to_matrix(aligned.field, cells))
@@ -162,9 +173,9 @@ def compute(
     )
     host = {name: to_numpy(getattr(summary, name)) for name in kp.Summary._fields}
     log.info(
-        "posterior %s: %d years x %d cells x %d predictors, %d draws, alpha %g from %s (%.2f s)",
-        regression_params["target"], X.shape[0], cells.n_features, X.shape[1], params["n_draws"],
-        alpha, source, time.perf_counter() - t0,
+        "posterior %s: %d %s steps (lag %d) x %d cells x %d predictors, %d draws, alpha %g from %s (%.2f s)",
+        regression_params["target"], X.shape[0], aligned.kind, aligned.lag, cells.n_features, X.shape[1],
+        params["n_draws"], alpha, source, time.perf_counter() - t0,
     )
     return _dataset(host, aligned, cells, params, regression_params, alpha, source)
 
@@ -195,7 +206,7 @@ def _dataset(
         "n_draws": int(params["n_draws"]), "seed": int(params["seed"]), "credible_level": level,
         "alpha": float(alpha), "alpha_source": source,
         "prior_a0": float(params["prior_a0"]), "prior_b0": float(params["prior_b0"]),
-        "n_samples": int(aligned.years.size), "years": aligned.year_span,
+        **aligned.attrs(),
     })
     for name in ("lat", "lon"):
         ds[name].attrs.update(aligned.field[name].attrs)

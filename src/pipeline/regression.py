@@ -1,12 +1,13 @@
 """Regression stage: a target field, cell by cell, on the leading PCs of another field.
 
 The design is the first ``n_predictors`` PCs of the predictor field's EOF store,
-matched to the target field by calendar year (:func:`align_years`, which the
-posterior stage reuses). Predictors are standardized inside (divisor n,
-``ddof=0``) and the fit is OLS, ridge (penalty chosen by GCV) or lasso (penalty
+matched to the target field step by step (:func:`align`, which the posterior
+stage reuses): yearly with yearly, monthly with monthly or daily with daily
+steps, the predictor leading by ``lag`` steps. Predictors are standardized
+inside (divisor n, ``ddof=0``) and the fit is OLS, ridge (penalty chosen by GCV) or lasso (penalty
 chosen by K-fold CV) on the standardized, centred problem; coefficients are
 reported in original units. Cells of the target with any missing value over the
-overlapping years are left out and come back NaN.
+paired steps are left out and come back NaN.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import array_api_compat
 import numpy as np
 import xarray as xr
 
-from pipeline import grid, io
+from pipeline import grid, io, timeaxis
 from pipeline.backend import Backend, as_backend, to_numpy
 from pipeline.kernels import regression as kr
 
@@ -36,18 +37,23 @@ _LASSO_KEYS = ("cv_folds", "max_iter", "tol")
 
 @dataclass(frozen=True)
 class Aligned:
-    """A target field and its predictor design, matched year by year.
+    """A target field and its predictor design, matched step by step.
 
     Attributes
     ----------
     field : xr.DataArray
-        The target ``(time, lat, lon)`` at the overlapping years, in year order.
+        The target ``(time, lat, lon)`` at the paired steps, in time order.
     design : np.ndarray
-        ``(sample, predictor)`` host matrix of the first ``n_predictors`` PCs.
+        ``(sample, predictor)`` host matrix of the first ``n_predictors`` PCs,
+        row ``i`` from the predictor step ``lag`` steps before target step ``i``.
     predictors : list of str
         Predictor names, ``f"{predictor}_pc{m}"``.
-    years : np.ndarray
-        The overlapping calendar years, ascending.
+    kind : str
+        The step both axes share: ``yearly``, ``monthly`` or ``daily``.
+    lag : int
+        Steps (of ``kind``) by which the predictor leads the target.
+    period : str
+        First and last paired target step, e.g. ``"1950-01 .. 1999-12"``.
     target_units, predictor_units : str
         Units of the target field and of the PCs.
     """
@@ -55,13 +61,19 @@ class Aligned:
     field: xr.DataArray
     design: np.ndarray
     predictors: list[str]
-    years: np.ndarray
+    kind: str
+    lag: int
+    period: str
     target_units: str
     predictor_units: str
 
     @property
-    def year_span(self) -> str:
-        return f"{int(self.years[0])}-{int(self.years[-1])}"
+    def n_samples(self) -> int:
+        return int(self.design.shape[0])
+
+    def attrs(self) -> dict[str, Any]:
+        """The store attributes that describe the alignment."""
+        return {"n_samples": self.n_samples, "period": self.period, "alignment": self.kind, "lag": int(self.lag)}
 
 
 def _is_int(value: Any) -> bool:
@@ -75,7 +87,8 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
     ------
     ValueError
         On a missing key, an unknown method, an empty or negative ``alphas``
-        grid, or out-of-range ``n_predictors``, ``cv_folds``, ``max_iter``, ``tol``.
+        grid, a ``lag`` that is not an integer, or out-of-range
+        ``n_predictors``, ``cv_folds``, ``max_iter``, ``tol``.
     """
     if not isinstance(params, Mapping):
         raise TypeError(f"regression params must be a mapping (the config section); got {type(params).__name__}.")
@@ -86,6 +99,9 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"regression method must be one of {', '.join(METHODS)}; got {params['method']!r}.")
     if not _is_int(params["n_predictors"]) or params["n_predictors"] < 1:
         raise ValueError(f"regression n_predictors must be an integer >= 1; got {params['n_predictors']!r}.")
+    lag = params.get("lag", 0)
+    if not _is_int(lag):
+        raise ValueError(f"regression lag must be an integer number of time steps (0: no lag); got {lag!r}.")
     if params["method"] != "ols" or "alphas" in params:
         check_alphas(params.get("alphas"))
     if params["method"] == "lasso":
@@ -112,69 +128,68 @@ def check_alphas(alphas: Any) -> list[float]:
     return [float(a) for a in alphas]
 
 
-def _years(time_coord: xr.DataArray, what: str) -> np.ndarray:
-    if not np.issubdtype(time_coord.dtype, np.datetime64) and time_coord.dtype != object:
-        raise TypeError(f"The {what} time coordinate must hold dates; got dtype {time_coord.dtype}.")
-    years = np.asarray(time_coord.dt.year.values, dtype=np.int64)
-    uniq, counts = np.unique(years, return_counts=True)
-    if np.any(counts > 1):
-        raise ValueError(
-            f"The {what} has more than one time step in year {int(uniq[counts > 1][0])}; "
-            "the regression needs one value per calendar year."
-        )
-    return years
-
-
 def _check_name(ds: xr.Dataset, expected: str, what: str) -> None:
     name = ds.attrs.get("field_name")
     if name is not None and name != expected:
         raise ValueError(f"The {what} store holds field {name!r} but the regression config names {expected!r}.")
 
 
-def align_years(
-    target_ds: xr.Dataset, predictor_eof_ds: xr.Dataset, *, target: str, predictor: str, n_predictors: int
-) -> Aligned:
-    """Match the target field and the first ``n_predictors`` PCs by calendar year.
+def _dates(time_coord: xr.DataArray, what: str) -> np.ndarray:
+    values = np.asarray(time_coord.values)
+    if not timeaxis.is_dates(values):
+        raise TypeError(f"The {what} time coordinate must hold dates (datetime64 or cftime); got dtype {values.dtype}.")
+    return values
 
-    Only the years present in both stores are kept, in ascending order.
+
+def align(
+    target_ds: xr.Dataset, predictor_eof_ds: xr.Dataset, *, target: str, predictor: str, n_predictors: int,
+    lag: int = 0,
+) -> Aligned:
+    """Match the target field and the first ``n_predictors`` PCs step by step (:func:`pipeline.timeaxis.align`).
+
+    Both time axes must have one step kind (yearly, monthly or daily); target
+    step ``k`` pairs with the PCs of step ``k − lag``. Only the pairs present
+    in both stores are kept, in time order. The target's dimensions may use
+    any name of :data:`pipeline.grid.ALIASES`, in any order.
 
     Raises
     ------
     ValueError
-        If a store lacks ``field`` or ``pc``, a year appears twice in either,
-        ``n_predictors`` exceeds the number of PCs, or fewer than
-        ``n_predictors + 2`` years overlap.
+        If a store lacks ``field`` or ``pc``, an axis repeats a date, the step
+        kinds differ, ``n_predictors`` exceeds the number of PCs, or fewer
+        than ``n_predictors + 2`` steps pair up.
     """
     if "field" not in target_ds:
         raise ValueError(f"The target store for {target!r} has no variable 'field'.")
-    if "pc" not in predictor_eof_ds or set(predictor_eof_ds["pc"].dims) != {"time", "mode"}:
-        raise ValueError(f"The predictor EOF store for {predictor!r} needs a variable 'pc' with dims (time, mode).")
     _check_name(target_ds, target, "target")
     _check_name(predictor_eof_ds, predictor, "predictor EOF")
-    pc = predictor_eof_ds["pc"].transpose("time", "mode")
+    field = grid.as_field(target_ds["field"], f"target field {target!r}")
+    pc = predictor_eof_ds.get("pc")
+    pc = None if pc is None else grid.canonical_dims(pc, f"predictor PCs of {predictor!r}", require=())
+    if pc is None or set(pc.dims) != {"time", "mode"}:
+        raise ValueError(f"The predictor EOF store for {predictor!r} needs a variable 'pc' with dims (time, mode).")
+    pc = pc.transpose("time", "mode")
     if n_predictors > pc.sizes["mode"]:
         raise ValueError(
             f"regression n_predictors is {n_predictors} but the EOF store of {predictor!r} "
             f"holds only {pc.sizes['mode']} PCs."
         )
-    y_target = _years(target_ds["time"], f"target field {target!r}")
-    y_pred = _years(pc["time"], f"predictor PCs of {predictor!r}")
-    common = np.intersect1d(y_target, y_pred)
-    if common.size < n_predictors + 2:
-        span = f" ({common[0]}-{common[-1]})" if common.size else ""
+    t_target = _dates(field["time"], f"target field {target!r}")
+    it, ip, kind = timeaxis.align(t_target, _dates(pc["time"], f"predictor PCs of {predictor!r}"), lag=lag,
+                                  what=(f"target field {target!r}", f"predictor PCs of {predictor!r}"))
+    if it.size < n_predictors + 2:
+        span = f" ({timeaxis.period_label(t_target[it], kind)})" if it.size else ""
         raise ValueError(
-            f"Only {common.size} years{span} overlap between target {target!r} and predictor {predictor!r}; "
-            f"a regression on {n_predictors} predictors needs at least {n_predictors + 2}."
+            f"Only {it.size} {kind} steps{span} pair up between target {target!r} and predictor {predictor!r} "
+            f"at lag {lag}; a regression on {n_predictors} predictors needs at least {n_predictors + 2}."
         )
-    it = np.searchsorted(y_target, common, sorter=np.argsort(y_target))
-    ip = np.searchsorted(y_pred, common, sorter=np.argsort(y_pred))
-    field = target_ds["field"].isel(time=np.argsort(y_target)[it]).transpose("time", "lat", "lon")
-    design = np.asarray(pc.isel(time=np.argsort(y_pred)[ip], mode=slice(0, n_predictors)).values, dtype=np.float64)
     return Aligned(
-        field=field,
-        design=design,
+        field=field.isel(time=it),
+        design=np.asarray(pc.isel(time=ip, mode=slice(0, n_predictors)).values, dtype=np.float64),
         predictors=[f"{predictor}_pc{m}" for m in range(1, n_predictors + 1)],
-        years=common,
+        kind=kind,
+        lag=int(lag),
+        period=timeaxis.period_label(t_target[it], kind),
         target_units=str(target_ds.attrs.get("field_units", target_ds["field"].attrs.get("units", ""))),
         predictor_units=str(pc.attrs.get("units", predictor_eof_ds.attrs.get("field_units", ""))),
     )
@@ -185,7 +200,7 @@ def check_design(aligned: Aligned) -> None:
     std = aligned.design.std(axis=0)
     if np.any(std == 0):
         bad = aligned.predictors[int(np.flatnonzero(std == 0)[0])]
-        raise ValueError(f"Predictor {bad} is constant over the years {aligned.year_span}; it cannot be standardized.")
+        raise ValueError(f"Predictor {bad} is constant over {aligned.period}; it cannot be standardized.")
 
 
 def best_alpha(alphas: list[float], scores: Any) -> float:
@@ -223,7 +238,8 @@ def compute(
     Parameters
     ----------
     target_ds : xr.Dataset
-        A fields store: ``field(time, lat, lon)``.
+        A fields store: ``field(time, lat, lon)`` (any dimension names of
+        :data:`pipeline.grid.ALIASES`, in any order).
     predictor_eof_ds : xr.Dataset
         An EOF store: ``pc(time, mode)``.
     params : dict
@@ -238,9 +254,9 @@ def compute(
     """
     check_params(params)
     b = as_backend(backend)
-    aligned = align_years(
+    aligned = align(
         target_ds, predictor_eof_ds, target=params["target"], predictor=params["predictor"],
-        n_predictors=params["n_predictors"],
+        n_predictors=params["n_predictors"], lag=params.get("lag", 0),
     )
     check_design(aligned)
     cells = grid.complete_cells(aligned.field, name=params["target"])
@@ -255,8 +271,9 @@ def compute(
     host = {k: to_numpy(v) for k, v in dict(coef=coef, intercept=intercept, r2=r2, scores=scores,
                                              mean=std.mean, std=std.std).items()}
     log.info(
-        "regression %s on %s: method %s, %d years x %d cells x %d predictors, alpha %g, rank %d, cond %.3g (%.2f s)",
-        params["target"], params["predictor"], params["method"], X.shape[0], cells.n_features,
+        "regression %s on %s: method %s, %d %s steps (lag %d) x %d cells x %d predictors, alpha %g, rank %d, "
+        "cond %.3g (%.2f s)", params["target"], params["predictor"], params["method"], X.shape[0], aligned.kind,
+        aligned.lag, cells.n_features,
         X.shape[1], alpha, diag.rank, diag.condition_number, time.perf_counter() - t0,
     )
     return _dataset(host, aligned, cells, params, alpha, alphas, diag)
@@ -289,7 +306,7 @@ def _dataset(
         attrs={
             "field_name": params["target"], "field_units": tu, "predictor_field": params["predictor"],
             "method": params["method"], "rank": diag.rank, "condition_number": diag.condition_number,
-            "n_samples": int(aligned.years.size), "years": aligned.year_span,
+            **aligned.attrs(),
         },
     )
     for name in ("lat", "lon"):

@@ -38,6 +38,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.backend import Backend
+from pipeline.grid import as_field
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,11 @@ def _decoder(encoding: dict, dtype: np.dtype, raw_dtype: np.dtype) -> Any:
 
 
 def open_source(obj: Any) -> FieldSource:
-    """A :class:`FieldSource` for a store path, an ``xr.Dataset`` with ``field``, an ``xr.DataArray`` or a source."""
+    """A :class:`FieldSource` for a store path, an ``xr.Dataset`` with ``field``, an ``xr.DataArray`` or a source.
+
+    A Dataset's ``field`` or a DataArray may name its axes with any alias of
+    :data:`pipeline.grid.ALIASES` (``latitude``, ``longitude``, ...) in any order.
+    """
     if isinstance(obj, FieldSource):
         return obj
     if isinstance(obj, (str, os.PathLike)):
@@ -287,9 +292,9 @@ def open_source(obj: Any) -> FieldSource:
         if "field" not in obj.data_vars:
             name = obj.attrs.get("field_name", "field")
             raise ValueError(f"The fields dataset of {name} has no 'field' variable; it holds {sorted(obj.data_vars)}.")
-        return ArraySource(obj["field"], attrs=dict(obj.attrs))
+        return ArraySource(as_field(obj["field"], f"{obj.attrs.get('field_name', 'field')} field"), attrs=dict(obj.attrs))
     if isinstance(obj, xr.DataArray):
-        return ArraySource(obj)
+        return ArraySource(as_field(obj, f"field {obj.name!r}" if obj.name is not None else "field"))
     raise TypeError(f"open_source needs a store path, an xarray Dataset/DataArray or a FieldSource; got {type(obj).__name__}.")
 
 

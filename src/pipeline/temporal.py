@@ -142,6 +142,8 @@ class TimePlan:
         steps and the steps a complete block holds.
     time : np.ndarray
         The output time coordinate.
+    years : np.ndarray or None
+        With ``detrend``: the output steps in years from their mean (the trend's abscissa).
     """
 
     spec: TimeSpec
@@ -156,6 +158,7 @@ class TimePlan:
     bounds: list[tuple[int, int]]
     expected: list[float]
     time: np.ndarray
+    years: np.ndarray | None = None
 
     @property
     def identity(self) -> bool:
@@ -201,8 +204,12 @@ def plan(time: Any, spec: TimeSpec, name: str = "field") -> TimePlan:
     bounds, expected, out_time = [], [], time[keep_idx]
     if spec.season is not None:
         bounds, expected, out_time = _blocks(spec, calendar, time[keep_idx], label[keep_idx], name)
+    t = None
+    if spec.detrend == "linear":
+        t = timeaxis.ordinal_days(out_time) / timeaxis.days_per_year(calendar)
+        t = t - t.mean()
     return TimePlan(spec, calendar, time.size, keep_idx, groups, in_base, n_groups, window, group_dim, bounds, expected,
-                    out_time)
+                    out_time, t)
 
 
 def _climatology_groups(spec: TimeSpec, calendar: str, years: np.ndarray, months: np.ndarray, days: np.ndarray,
@@ -352,8 +359,7 @@ def apply(values: Any, p: TimePlan, backend: Any = None) -> Processed:
         x = kt.block_reduce(x, p.bounds, p.expected, p.spec.statistic, p.spec.min_coverage)
     slope = None
     if p.spec.detrend == "linear":
-        t = timeaxis.ordinal_days(p.time) / timeaxis.days_per_year(p.calendar)
-        x, slope = kt.linear_detrend(x, b.asarray(t - t.mean()))
+        x, slope = kt.linear_detrend(x, b.asarray(p.years))
     field = to_numpy(x).reshape((x.shape[0], *cells))
     return Processed(
         field,

@@ -228,3 +228,140 @@ def day_slot(months: Any, days: Any, calendar: str) -> tuple[np.ndarray, int]:
     table = _NOLEAP if cal == "noleap" else _LEAP
     before = np.concatenate([[0], np.cumsum(table)[:-1]])
     return before[months - 1] + days, int(table.sum())
+
+
+STEP_KINDS = ("yearly", "monthly", "daily")
+"""Time steps two fields are matched by, coarsest first (see :func:`step_kind`)."""
+_GREGORIAN = ("standard", "proleptic_gregorian")
+
+
+def step_kind(time: Any, what: str = "time axis") -> str:
+    """The coarsest calendar unit holding at most one step of ``time``: yearly, monthly or daily.
+
+    ``yearly`` when every calendar year has at most one step (annual or
+    seasonal means, block maxima), ``monthly`` when every ``(year, month)``
+    does, ``daily`` when every day does.
+
+    Raises
+    ------
+    ValueError
+        If ``time`` is empty or a day holds two steps (sub-daily data, or a
+        repeated date); ``what`` names the axis in the message.
+    """
+    values = np.asarray(time)
+    if values.size == 0:
+        raise ValueError(f"The {what} is empty; it needs at least one date.")
+    for kind in STEP_KINDS:
+        keys = time_keys(values, kind)
+        if np.unique(keys).size == keys.size:
+            return kind
+    keys = time_keys(values, "daily")
+    uniq, counts = np.unique(keys, return_counts=True)
+    first = int(np.flatnonzero(keys == uniq[counts > 1][0])[0])
+    y, m, d = (int(a[0]) for a in date_fields(values.ravel()[first:first + 1]))
+    raise ValueError(
+        f"The {what} has more than one time step on {y:04d}-{m:02d}-{d:02d}; aggregate sub-daily data to daily "
+        "or coarser steps (or remove the repeated dates) first."
+    )
+
+
+def time_keys(time: Any, kind: str) -> np.ndarray:
+    """Integer step numbers of dates for alignment: consecutive steps of ``kind`` differ by 1.
+
+    ``yearly``: the year; ``monthly``: ``12·year + month − 1``; ``daily``:
+    ``floor`` of :func:`ordinal_days`, so consecutive days differ by 1 in
+    every calendar (daily keys of two different calendars are not comparable).
+    """
+    if kind not in STEP_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(STEP_KINDS)}; got {kind!r}.")
+    if kind == "daily":
+        return np.floor(ordinal_days(time)).astype(np.int64)
+    years, months, _ = date_fields(time)
+    return years if kind == "yearly" else 12 * years + months - 1
+
+
+def _gregorian_day_keys(time: Any, what: str) -> np.ndarray:
+    """Proleptic Gregorian day numbers of standard/proleptic dates (the two agree from 1582-10-15 on)."""
+    years, months, days = date_fields(time)
+    if calendar_of(time) == "standard" and np.any(years * 10000 + months * 100 + days < 15821015):
+        raise ValueError(f"The {what} has standard-calendar dates before 1582-10-15 (Julian dates), which cannot "
+                         "be matched day by day with proleptic Gregorian dates; give both the same calendar.")
+    month_index = (years - 1970) * 12 + months - 1
+    return month_index.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) + days - 1
+
+
+def _axis_keys(
+    target_time: Any, predictor_time: Any, kind: str, what: tuple[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Comparable keys of two axes of one step kind (daily keys need calendars that count days alike)."""
+    if kind != "daily":
+        return time_keys(target_time, kind), time_keys(predictor_time, kind)
+    cals = (calendar_of(target_time), calendar_of(predictor_time))
+    if cals[0] == cals[1]:
+        return time_keys(target_time, kind), time_keys(predictor_time, kind)
+    if set(cals) <= set(_GREGORIAN):
+        return _gregorian_day_keys(target_time, what[0]), _gregorian_day_keys(predictor_time, what[1])
+    raise ValueError(
+        f"The {what[0]} is in the {cals[0]} calendar and the {what[1]} in the {cals[1]} calendar, so "
+        "their days cannot be matched; convert one to the other's calendar (xarray's convert_calendar) or "
+        "align monthly or yearly aggregates."
+    )
+
+
+def align(
+    target_time: Any, predictor_time: Any, *, lag: int = 0, what: tuple[str, str] = ("target", "predictor")
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Pair the steps of two time axes of the same step kind, the predictor leading by ``lag`` steps.
+
+    Target step ``k`` (a key of :func:`time_keys`) pairs with predictor step
+    ``k − lag``: ``lag`` counts years, months or days by the axes' common
+    :func:`step_kind`. Months and years pair across calendars (a ``360_day``
+    January is a January); days pair within one calendar, or between the
+    standard and proleptic Gregorian calendars.
+
+    Parameters
+    ----------
+    target_time, predictor_time : array-like of dates
+        ``datetime64`` or cftime dates, in any order.
+    lag : int
+        Steps by which the predictor leads the target (negative: it lags).
+    what : tuple of str
+        Names of the two axes in error messages (e.g. ``"target field 'z500'"``).
+
+    Returns
+    -------
+    target_index, predictor_index : np.ndarray
+        Positions in each axis of the pairs present in both, ascending by target key.
+    kind : str
+        The common step kind.
+
+    Raises
+    ------
+    ValueError
+        If ``lag`` is not an integer, an axis repeats a date (or holds
+        sub-daily steps), or the step kinds differ.
+    """
+    if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)):
+        raise ValueError(f"The lag must be an integer number of time steps; got {lag!r}.")
+    kinds = [step_kind(t, w) for t, w in zip((target_time, predictor_time), what)]
+    if kinds[0] != kinds[1]:
+        raise ValueError(
+            f"The {what[0]} has {kinds[0]} time steps but the {what[1]} has {kinds[1]} time steps; "
+            "aggregate one field so that both have the same step (fields.<name>.aggregate gives one value a year)."
+        )
+    keys_t, keys_p = _axis_keys(target_time, predictor_time, kinds[0], what)
+    _, target_index, predictor_index = np.intersect1d(keys_t, keys_p + int(lag), assume_unique=True,
+                                                      return_indices=True)
+    return target_index, predictor_index, kinds[0]
+
+
+def period_label(time: Any, kind: str) -> str:
+    """``"first .. last"`` of dates at the precision of ``kind``: ``1950 .. 1999``, ``1950-01 .. 1999-12``, ..."""
+    values = np.asarray(time)
+    if values.size == 0:
+        return ""
+    years, months, days = date_fields(values)
+    lo, hi = int(np.argmin(time_keys(values, kind))), int(np.argmax(time_keys(values, kind)))
+    parts = {"yearly": "{y:04d}", "monthly": "{y:04d}-{m:02d}", "daily": "{y:04d}-{m:02d}-{d:02d}"}[kind]
+    first, last = (parts.format(y=int(years[i]), m=int(months[i]), d=int(days[i])) for i in (lo, hi))
+    return f"{first} .. {last}"

@@ -1,5 +1,38 @@
-from snakemake.utils import validate
+import glob
+import re
 
+import yaml
+from snakemake.utils import update_config, validate
+
+EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")  # 1e-8: a string to YAML 1.1
+
+
+def typed(value):
+    """A --config value with its nested string leaves read as YAML numbers or booleans.
+
+    Snakemake types a top-level --config value but reads the leaves of a
+    nested one ('moments={n_tiles: 3}') as strings; other strings stay as given.
+    """
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    try:
+        loaded = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if isinstance(loaded, str) and EXPONENT.fullmatch(loaded):
+        return float(loaded)
+    return loaded if isinstance(loaded, (bool, int, float)) else value
+
+
+# The --config values, as Snakemake read them, retyped over the config before validation.
+CLI_CONFIG = workflow.config_settings.config
+update_config(
+    config, {k: typed(v) for k, v in CLI_CONFIG.items() if not isinstance(v, str)}
+)
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = f"results/{config['run']}"
@@ -10,10 +43,17 @@ REGRESSION = config.get("regression") or {}
 TARGETS = [REGRESSION["target"]] if REGRESSION.get("target") else []
 
 
+SIGN_RULES = [] if isinstance(config["eof"]["sign"], str) else config["eof"]["sign"]
+
+
 def check_field_names():
     """Every field a stage names must be declared under 'fields'."""
+    sign_fields = [
+        sign_rule["field"] for sign_rule in SIGN_RULES if "field" in sign_rule
+    ]
     named = {
         "eof.fields": EOF_FIELDS,
+        "eof.sign": sign_fields,
         "distributions.fields": DIST_FIELDS,
         "regression.target": TARGETS,
         "regression.predictor": [REGRESSION["predictor"]] if TARGETS else [],
@@ -30,6 +70,12 @@ def check_field_names():
             f"Config key regression.predictor is {REGRESSION['predictor']!r}, but its EOFs are "
             f"not computed; add it to eof.fields."
         )
+    for name in sign_fields:
+        if name not in EOF_FIELDS:
+            raise ValueError(
+                f"Config key eof.sign has a rule for field {name!r}, whose EOFs are not "
+                f"computed; add it to eof.fields."
+            )
 
 
 check_field_names()
@@ -68,11 +114,31 @@ def field_spec(wildcards):
 
 
 def source_files(wildcards):
-    """The source file of a field, so that Snakemake reruns ingest when it changes."""
+    """The source files of a field (a glob pattern expanded), so that ingest reruns when they change."""
     spec = config["fields"][wildcards.field]
     if spec["source"] == "synthetic":
         return []
-    return [spec["path"]]
+    path = spec["path"]
+    if isinstance(path, list):
+        return path
+    if glob.escape(path) == path:
+        return [path]
+    files = sorted(glob.glob(path))
+    if not files:
+        raise ValueError(
+            f"Field {wildcards.field!r}: path pattern {path!r} matches no file."
+        )
+    return files
+
+
+def sign_series(wildcards):
+    """The reference series of the eof.sign rules that apply to a field, so that a new series reruns its EOFs."""
+    return [
+        sign_rule["series"]
+        for sign_rule in SIGN_RULES
+        if "series" in sign_rule
+        and sign_rule.get("field", wildcards.field) == wildcards.field
+    ]
 
 
 def moments_mem_mb(wildcards):

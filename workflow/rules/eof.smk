@@ -2,6 +2,7 @@ rule eof:
     input:
         field=store("fields", "{field}"),
         moments=store("moments", "{field}"),
+        series=sign_series,
     output:
         directory(store("eof", "{field}")),
     log:

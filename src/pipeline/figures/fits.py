@@ -16,14 +16,17 @@ DELTA_AIC_LEVELS = (0.0, 2.0, 4.0, 7.0, 10.0)
 
 
 def regression_title(ds: xr.Dataset) -> str:
-    """Two lines: ``"Ridge regression of z500 on 3 predictors, 1950–2020"`` and the penalty."""
+    """Two lines: ``"Ridge regression of z500 on 3 predictors, 1950 .. 2020"`` (and the lag) and the penalty."""
     method = str(ds.attrs.get("method", "regression"))
     alpha = float(ds["alpha"]) if "alpha" in ds else 0.0
     penalty = "no penalty" if alpha == 0.0 else f"penalty α = {alpha:.3g} (for standardized predictors)"
     name = method.upper() if method == "ols" else method.capitalize()
-    years = ds.attrs.get("years")
+    period = ds.attrs.get("period", ds.attrs.get("years"))
+    lag = int(ds.attrs.get("lag", 0) or 0)
     head = f"{name} regression of {c.field_name(ds)} on {ds.sizes['predictor']} predictors"
-    return head + (f", {years}" if years else "") + "\n" + penalty
+    head += f", {period}" if period else ""
+    head += f", predictors leading by {lag} step{'s' if abs(lag) != 1 else ''}" if lag else ""
+    return head + "\n" + penalty
 
 
 def regression_maps(regression_ds: xr.Dataset, n_maps: int | None = None) -> Figure:

@@ -71,17 +71,17 @@ def climatology(x: Array, groups: np.ndarray, n_groups: int, window: int = 1) ->
         raise ValueError(f"x must be (sample, feature) with one group per sample; got {x.shape} and {groups.shape}.")
     if window < 1 or window % 2 == 0 or window > n_groups:
         raise ValueError(f"window must be an odd number of groups between 1 and {n_groups}; got {window}.")
-    xz, valid = _valid_zeroed(xp, x)
+    device = array_api_compat.device(x)
+    order = np.argsort(groups, kind="stable")  # one gather: each group becomes a contiguous run of rows
+    edges = np.searchsorted(groups[order], np.arange(-1, n_groups + 1))
+    take = xp.asarray(order[edges[1]:], device=device)
+    xz, valid = _valid_zeroed(xp, xp.take(x, take, axis=0))
+    zero = xp.zeros(x.shape[1], dtype=xp.float64, device=device)
     sums, counts = [], []
     for g in range(n_groups):
-        idx = np.flatnonzero(groups == g)
-        if idx.size:
-            take = xp.asarray(idx, device=array_api_compat.device(x))
-            sums.append(xp.sum(xp.take(xz, take, axis=0), axis=0))
-            counts.append(xp.sum(xp.take(valid, take, axis=0), axis=0))
-        else:
-            sums.append(xp.zeros(x.shape[1], dtype=xp.float64, device=array_api_compat.device(x)))
-            counts.append(xp.zeros(x.shape[1], dtype=xp.float64, device=array_api_compat.device(x)))
+        a, b = edges[g + 1] - edges[1], edges[g + 2] - edges[1]
+        sums.append(xp.sum(xz[a:b, :], axis=0) if b > a else zero)
+        counts.append(xp.sum(valid[a:b, :], axis=0) if b > a else zero)
     s, n = xp.stack(sums), xp.stack(counts)
     if window > 1:
         half = window // 2

@@ -1,0 +1,442 @@
+"""Open a field's source as one lazy canonical ``(time, lat, lon)`` field.
+
+A field's config entry names its source (``source: netcdf | zarr |
+synthetic``) and, for files, a ``path``: one netCDF file, one Zarr store
+(format 2 or 3), a glob pattern (``data/tos_Omon_*.nc``, matched with
+:func:`glob.glob` and sorted) or a list of files. :func:`open_field` opens
+every file with xarray, lazily and without dask, brings each to canonical form
+and joins them along time into *one* lazy variable: reading any box of it
+(``field.isel(lat=slice(a, b)).values``) reads only that box from each file,
+so a field larger than memory can be copied band by band.
+
+Time is decoded here, not by xarray: the stored numbers of each file go
+through :func:`pipeline.timeaxis.decode` with the file's own units and
+calendar, or with ``time_units`` / ``calendar`` from the config when given
+(so ``months since 1958-01-01`` and mislabelled files are readable).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from xarray.backends import BackendArray
+from xarray.core import indexing
+
+from pipeline import synthetic, timeaxis
+from pipeline.grid import canonical_dims
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("netcdf", "zarr", "synthetic")
+SYNTHETIC_KINDS = ("modes", "regression", "distribution")
+DIMS = ("time", "lat", "lon")
+_GLOB_CHARS = "*?["
+_BENIGN_TIME_WARNINGS = ("Unable to decode time axis into full numpy.datetime64", "Ambiguous reference date string")
+
+
+def open_field(name: str, spec: dict[str, Any]) -> xr.Dataset:
+    """The source of field ``name`` (config entry ``spec``) as a lazy canonical Dataset.
+
+    Parameters
+    ----------
+    name : str
+        The field's name in the config (used in messages and attributes).
+    spec : dict
+        The field's config entry: ``source``, ``path`` (file, Zarr store, glob
+        pattern or list of files), ``variable`` (optional when each file has
+        one variable of 3 or more dimensions), ``select`` (values to pick, by
+        nearest match, on extra axes), ``time_units`` and ``calendar``
+        (override the files'), ``units`` and ``long_name`` (override the
+        variable's attributes). ``years`` is not applied here.
+
+    Returns
+    -------
+    xr.Dataset
+        ``field(time, lat, lon)`` (float, latitudes ascending, time sorted),
+        lazily read from the files; ``time`` decoded, ``lat``/``lon`` float64
+        with CF attributes; the planted-truth variables of a synthetic or
+        single-file source; attributes ``field_name``, ``field_units``,
+        ``source``, ``source_files`` and ``Conventions``. ``close()`` closes
+        every file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a file or store is missing, or a pattern matches nothing.
+    ValueError
+        If a file cannot be read, lacks the variable or an axis, has time
+        steps that cannot be decoded, or the files disagree (grid, calendar,
+        repeated or overlapping time steps).
+    """
+    if not isinstance(spec, dict):
+        raise TypeError(f"Field {name!r}: the config entry must be a mapping; got {type(spec).__name__}.")
+    source = spec.get("source")
+    if source not in SOURCES:
+        raise ValueError(f"Field {name!r}: source must be one of {', '.join(SOURCES)}; got {source!r}.")
+    if source == "synthetic":
+        return _open_synthetic(name, spec)
+    paths, label = _resolve_paths(name, spec)
+    opened: list[xr.Dataset] = []
+    try:
+        pieces = []
+        for path in paths:
+            opened.append(_open_file(name, source, path))
+            pieces.append(_piece(opened[-1], name, spec, path))
+        pieces = _check_and_order(pieces, name)
+        out = _assemble(pieces, name, spec, label)
+    except BaseException:
+        for ds in opened:
+            ds.close()
+        raise
+    out.set_close(lambda: [ds.close() for ds in opened])
+    return out
+
+
+# ---------------------------------------------------------------- paths and files
+
+
+def _resolve_paths(name: str, spec: dict[str, Any]) -> tuple[list[Path], str]:
+    """The files of the field, and the ``source`` label (path, pattern or list)."""
+    raw = spec.get("path")
+    if raw is None or (isinstance(raw, (str, list, tuple)) and len(raw) == 0):
+        raise ValueError(f"Field {name!r}: set fields.{name}.path to a file, a Zarr store, a glob pattern or a list of files.")
+    if isinstance(raw, (list, tuple)):
+        paths = [Path(p) for p in raw]
+        for p in paths:
+            if not p.exists():
+                raise FileNotFoundError(f"Field {name!r}: the file {str(p)!r} listed in fields.{name}.path does not exist.")
+        return paths, ", ".join(str(p) for p in raw)
+    if not isinstance(raw, (str, os.PathLike)):
+        raise TypeError(f"Field {name!r}: fields.{name}.path must be a string or a list of strings; got {type(raw).__name__}.")
+    text = str(raw)
+    if Path(text).exists():
+        return [Path(text)], text
+    if any(c in text for c in _GLOB_CHARS):
+        matches = sorted(glob.glob(text))
+        if not matches:
+            raise FileNotFoundError(f"Field {name!r}: no file matches the pattern {text!r} of fields.{name}.path.")
+        return [Path(m) for m in matches], text
+    raise FileNotFoundError(f"Field {name!r}: the {spec['source']} source {text!r} does not exist; check fields.{name}.path.")
+
+
+def _open_file(name: str, source: str, path: Path) -> xr.Dataset:
+    """One file or store, lazily (no dask, no cache), with CF masking/scaling but raw time numbers."""
+    zarr = source == "zarr" or path.is_dir()
+    try:
+        with warnings.catch_warnings():  # stores without consolidated metadata, Snakemake's timestamp file
+            warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated")
+            warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp is not recognized")
+            return xr.open_dataset(path, engine="zarr" if zarr else None, chunks=None, cache=False,
+                                   decode_times=False, decode_timedelta=False, mask_and_scale=True,
+                                   **({"consolidated": None} if zarr else {}))
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        kind = "a Zarr store" if zarr else "a netCDF file"
+        raise ValueError(f"Field {name!r}: could not read {str(path)!r} as {kind} ({err}); check fields.{name}.path "
+                         f"and fields.{name}.source.") from err
+
+
+# ---------------------------------------------------------------- one file in canonical form
+
+
+@dataclass
+class _Piece:
+    """One file of a field: its variable and how to read it in canonical order.
+
+    ``var`` keeps the file's dimension order (``dims``, a permutation of
+    ``time, lat, lon``); ``time_index`` and ``lat_index`` map canonical
+    (sorted) positions to the file's own.
+    """
+
+    path: Path
+    var: xr.Variable
+    dims: tuple[str, ...]
+    time: np.ndarray
+    keys: np.ndarray
+    calendar: str
+    time_index: np.ndarray
+    lat: np.ndarray
+    lat_index: np.ndarray
+    lon: np.ndarray
+    attrs: dict
+    variable: str
+    truth: dict
+
+
+def _choose_variable(ds: xr.Dataset, name: str, spec: dict[str, Any], where: str) -> str:
+    variable = spec.get("variable")
+    if variable is None:
+        candidates = [str(v) for v in ds.data_vars if ds[v].ndim >= 3]
+        if len(candidates) != 1:
+            raise ValueError(f"Field {name!r}: set fields.{name}.variable to one of "
+                             f"{', '.join(map(str, ds.data_vars)) or 'its variables'} ({where}).")
+        return candidates[0]
+    if variable not in ds.data_vars:
+        raise ValueError(f"Field {name!r}: variable {variable!r} is not in the source {where}; it has "
+                         f"{', '.join(map(str, ds.data_vars)) or 'no variables'}.")
+    return str(variable)
+
+
+def _three_axes(ds: xr.Dataset, name: str, spec: dict[str, Any], where: str) -> tuple[xr.DataArray, str]:
+    """The chosen variable with its axes renamed, ``select`` applied and singleton axes dropped."""
+    variable = _choose_variable(ds, name, spec, where)
+    da = canonical_dims(ds[variable], f"variable {variable!r} of field {name!r} ({where})")
+    for dim, value in (spec.get("select") or {}).items():
+        if dim in DIMS:
+            raise ValueError(f"Field {name!r}: 'select' picks a value of an extra axis; {dim!r} is one of time, lat, lon.")
+        if dim not in da.dims:
+            raise ValueError(f"Field {name!r}: 'select' names {dim!r}, which is not a dimension of {variable!r} ({where}).")
+        try:
+            da = da.sel({dim: value}, method="nearest")
+        except (KeyError, ValueError, TypeError) as err:
+            raise ValueError(f"Field {name!r}: could not select {dim}={value!r} in {variable!r} ({where}): {err}.") from err
+    extra = [str(d) for d in da.dims if d not in DIMS]
+    da = da.squeeze([d for d in extra if da.sizes[d] == 1], drop=True)
+    extra = [d for d in extra if d in da.dims]
+    if extra:
+        raise ValueError(f"Field {name!r}: variable {variable!r} has extra dimensions {extra} ({where}); pick one "
+                         f"level with 'select' (e.g. select: {{{extra[0]}: <value>}}).")
+    return da, variable
+
+
+def _decoded_time(da: xr.DataArray, name: str, spec: dict[str, Any], where: str) -> tuple[np.ndarray, str]:
+    """The dates of the time axis, decoded with the file's or the config's units and calendar."""
+    values = np.asarray(da["time"].values)
+    attrs = da["time"].attrs
+    if values.dtype.kind == "M" or (values.dtype == object and timeaxis.is_dates(values)):
+        return values, timeaxis.calendar_of(values) if values.size else "standard"
+    units = spec.get("time_units") or attrs.get("units")
+    calendar = spec.get("calendar") or attrs.get("calendar") or "standard"
+    if not units:
+        raise ValueError(f"Field {name!r}: the time axis of {where} has no units; set fields.{name}.time_units "
+                         "(e.g. 'days since 1950-01-01' or 'months since 1958-01-01').")
+    try:
+        cal = timeaxis.canonical_calendar(str(calendar))
+        with warnings.catch_warnings():  # benign: cftime dates before 1582, a reference year written '1-1-1'
+            for message in _BENIGN_TIME_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            return timeaxis.decode(values, str(units), cal), cal
+    except (ValueError, TypeError, OverflowError) as err:
+        raise ValueError(f"Field {name!r}: could not decode the time axis of {where} with units {units!r} and calendar "
+                         f"{calendar!r} ({err}); set fields.{name}.time_units and fields.{name}.calendar.") from err
+
+
+def _lat_order(lat: np.ndarray) -> np.ndarray:
+    """Positions that sort ``lat`` ascending (a reversed range for a descending axis)."""
+    n = lat.size
+    if n < 2 or np.all(np.diff(lat) >= 0):
+        return np.arange(n)
+    if np.all(np.diff(lat) < 0):
+        return np.arange(n)[::-1]
+    return np.argsort(lat, kind="stable")
+
+
+def _piece(ds: xr.Dataset, name: str, spec: dict[str, Any], path: Path) -> _Piece:
+    where = repr(str(path))
+    da, variable = _three_axes(ds, name, spec, where)
+    if da.sizes["time"] == 0:
+        raise ValueError(f"Field {name!r}: {where} has no time steps; remove it from fields.{name}.path.")
+    time, calendar = _decoded_time(da, name, spec, where)
+    keys = timeaxis.ordinal_days(time)
+    time_index = np.argsort(keys, kind="stable")
+    if np.any(np.diff(keys) < 0) and np.all(np.diff(keys[time_index]) > 0):
+        log.info("field %s: the %d time steps of %s are not in order; sorted them", name, keys.size, path)
+    lat = np.asarray(da["lat"].values, dtype=np.float64)
+    lon = np.asarray(da["lon"].values, dtype=np.float64)
+    lat_index = _lat_order(lat)
+    return _Piece(path=path, var=da.variable, dims=tuple(str(d) for d in da.dims), time=time[time_index],
+                  keys=keys[time_index], calendar=calendar, time_index=time_index, lat=lat[lat_index],
+                  lat_index=lat_index, lon=lon, attrs=dict(da.attrs), variable=variable,
+                  truth=_truth(ds, time_index, lat_index))
+
+
+def _is_truth(variable: Any) -> bool:
+    return str(variable).startswith("true_") or variable in ("land", "predictors")
+
+
+def _truth(ds: xr.Dataset, time_index: np.ndarray, lat_index: np.ndarray) -> dict[str, xr.DataArray]:
+    """Planted-truth variables of a file (``true_*``, ``land``, ``predictors``), in canonical order, loaded.
+
+    Their time/lat/lon coordinates are dropped: the field's apply.
+    """
+    out = {}
+    order = {"time": time_index, "lat": lat_index}
+    for v in filter(_is_truth, ds.data_vars):
+        da = canonical_dims(ds[v], f"variable {v!r}", require=())
+        da = da.isel({d: order[d] for d in da.dims if d in order and da.sizes[d] == order[d].size})
+        da = da.drop_vars([c for c in da.coords if c in DIMS or c not in da.dims])
+        out[str(v)] = da.load()
+    return out
+
+
+# ---------------------------------------------------------------- several files: checks and order
+
+
+def _date_text(time: np.ndarray, i: int) -> str:
+    y, m, d = (int(a[0]) for a in timeaxis.date_fields(np.asarray(time)[[i]]))
+    return f"{y:04d}-{m:02d}-{d:02d}"
+
+
+def _same_axis(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal values, also when one file stores them as float32 and the other as float64."""
+    if a.shape != b.shape:
+        return False
+    return bool(np.array_equal(a, b) or np.array_equal(a.astype(np.float32), b.astype(np.float32)))
+
+
+def _check_and_order(pieces: list[_Piece], name: str) -> list[_Piece]:
+    """The pieces ordered by first time step, after checking that they form one field."""
+    first = pieces[0]
+    for p in pieces[1:]:
+        if p.calendar != first.calendar:
+            raise ValueError(f"Field {name!r}: {str(p.path)!r} uses calendar {p.calendar!r} but {str(first.path)!r} uses "
+                             f"{first.calendar!r}; set fields.{name}.calendar to the files' true calendar.")
+        if p.time.dtype.kind != first.time.dtype.kind:
+            raise ValueError(f"Field {name!r}: the dates of {str(p.path)!r} and {str(first.path)!r} decode to different "
+                             f"types (one before 1582 in the standard calendar); set fields.{name}.calendar to "
+                             "proleptic_gregorian.")
+    for p in pieces[1:]:
+        for axis in ("lat", "lon"):
+            if not _same_axis(getattr(p, axis), getattr(first, axis)):
+                raise ValueError(f"Field {name!r}: the {axis} coordinates of {str(p.path)!r} differ from those of "
+                                 f"{str(first.path)!r}; all files of a field must share one grid.")
+    _check_duplicates(pieces, name)
+    pieces = sorted(pieces, key=lambda p: p.keys[0])
+    for a, b in zip(pieces, pieces[1:]):
+        if b.keys[0] <= a.keys[-1]:
+            raise ValueError(
+                f"Field {name!r}: the time ranges of {str(a.path)!r} ({_date_text(a.time, 0)} .. {_date_text(a.time, -1)}) "
+                f"and {str(b.path)!r} ({_date_text(b.time, 0)} .. {_date_text(b.time, -1)}) overlap; each file must "
+                "hold a separate period.")
+    return pieces
+
+
+def _check_duplicates(pieces: list[_Piece], name: str) -> None:
+    keys = np.concatenate([p.keys for p in pieces])
+    uniq, counts = np.unique(keys, return_counts=True)
+    if np.all(counts == 1):
+        return
+    key = uniq[counts > 1][0]
+    holders = sorted((p for p in pieces if np.any(p.keys == key)), key=lambda p: p.keys[0])
+    date = _date_text(holders[0].time, int(np.flatnonzero(holders[0].keys == key)[0]))
+    files = " and ".join(repr(str(p.path)) for p in holders)
+    raise ValueError(f"Field {name!r}: the time step {date} appears more than once, in {files}; remove the repeated "
+                     f"steps (or list each file once in fields.{name}.path).")
+
+
+# ---------------------------------------------------------------- the joined lazy array
+
+
+def _read_box(piece: _Piece, t: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Values of one file at canonical positions ``t`` (its own, sorted), ``lat`` and ``lon`` as ``(t, lat, lon)``.
+
+    Only the box covering the wanted positions is read from the file (one
+    basic slice per axis), then picked and transposed in memory.
+    """
+    raw = {"time": piece.time_index[t], "lat": piece.lat_index[lat], "lon": lon}
+    box = tuple(slice(int(raw[d].min()), int(raw[d].max()) + 1) for d in piece.dims)
+    block = np.asarray(piece.var[box].values)
+    picks = [raw[d] - raw[d].min() for d in piece.dims]
+    if not all(np.array_equal(k, np.arange(k.size)) for k in picks):  # some axis reversed, sorted or strided
+        block = block[np.ix_(*picks)]
+    return np.transpose(block, [piece.dims.index(d) for d in DIMS])
+
+
+class _FileStack(BackendArray):
+    """The files of a field joined along time, read box by box (outer indexing)."""
+
+    def __init__(self, pieces: list[_Piece], dtype: np.dtype) -> None:
+        self.pieces = pieces
+        self.starts = np.cumsum([0] + [p.time.size for p in pieces])
+        self.shape = (int(self.starts[-1]), pieces[0].lat.size, pieces[0].lon.size)
+        self.dtype = np.dtype(dtype)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._raw_getitem)
+
+    def _raw_getitem(self, key: tuple) -> np.ndarray:
+        positions = [np.arange(n)[k] for n, k in zip(self.shape, key)]
+        scalar = tuple(0 if p.ndim == 0 else slice(None) for p in positions)
+        t, lat, lon = (np.atleast_1d(p) for p in positions)
+        out = np.empty((t.size, lat.size, lon.size), dtype=self.dtype)
+        if out.size:
+            for piece, start, stop in zip(self.pieces, self.starts[:-1], self.starts[1:]):
+                inside = (t >= start) & (t < stop)
+                if inside.any():
+                    out[inside] = _read_box(piece, t[inside] - start, lat, lon)
+        return out[scalar]
+
+
+def _assemble(pieces: list[_Piece], name: str, spec: dict[str, Any], label: str) -> xr.Dataset:
+    dtype = np.result_type(*[p.var.dtype for p in pieces])
+    if not np.issubdtype(dtype, np.floating):
+        dtype = np.dtype(np.float64)
+    field = xr.Variable(DIMS, indexing.LazilyIndexedArray(_FileStack(pieces, dtype)))
+    first = pieces[0]
+    coords = {"time": np.concatenate([p.time for p in pieces]), "lat": first.lat, "lon": first.lon}
+    truth = first.truth if len(pieces) == 1 else {}
+    return _dataset(field, coords, first.attrs, first.variable, truth, name, spec, label, len(pieces))
+
+
+# ---------------------------------------------------------------- synthetic sources and attributes
+
+
+def _open_synthetic(name: str, spec: dict[str, Any]) -> xr.Dataset:
+    ds = _synthetic(name, spec)
+    spec = {**spec, "variable": spec.get("variable") or "field"}
+    da, variable = _three_axes(ds, name, spec, "synthetic")
+    da = da.transpose(*DIMS).sortby("lat")
+    if not np.issubdtype(da.dtype, np.floating):
+        da = da.astype(np.float64)
+    truth = {str(v): ds[v] for v in filter(_is_truth, ds.data_vars)}  # generated on the canonical grid
+    coords = {d: da[d].values for d in DIMS}
+    return _dataset(da.variable, coords, dict(da.attrs), variable, truth, name, spec, "synthetic", 0)
+
+
+def _synthetic(name: str, spec: dict[str, Any]) -> xr.Dataset:
+    kind = spec.get("kind", "modes")
+    options = dict(spec.get("options") or {})
+    if kind == "modes":
+        return synthetic.planted_modes(**options)
+    if kind == "distribution":
+        return synthetic.planted_distribution(**options)
+    if kind == "regression":
+        other = spec.get("predictors_spec")
+        if not other or other.get("kind", "modes") != "modes":
+            raise ValueError(f"Field {name!r}: a synthetic regression field needs 'predictors_from' naming a "
+                             "synthetic field of kind 'modes'.")
+        planted = synthetic.planted_modes(**(other.get("options") or {}))
+        return synthetic.planted_regression(planted["true_pc"].values, time=planted["time"].values, **options)
+    raise ValueError(f"Field {name!r}: synthetic kind must be one of {', '.join(SYNTHETIC_KINDS)}; got {kind!r}.")
+
+
+def _dataset(field: xr.Variable, coords: dict[str, np.ndarray], attrs: dict, variable: str, truth: dict, name: str,
+             spec: dict[str, Any], label: str, n_files: int) -> xr.Dataset:
+    """The canonical Dataset: ``field`` with CF attributes, coordinates, truth variables, provenance.
+
+    ``field`` is a ``(time, lat, lon)`` Variable, kept as it is (lazy for a file source).
+    """
+    units = spec.get("units") or attrs.get("units", "1")
+    field = field.copy(deep=False)
+    field.attrs = {"units": units, "long_name": spec.get("long_name") or attrs.get("long_name", name),
+                   "source_variable": variable}
+    if "standard_name" in attrs:
+        field.attrs["standard_name"] = attrs["standard_name"]
+    coords = {"time": np.asarray(coords["time"]), "lat": np.asarray(coords["lat"], dtype=np.float64),
+              "lon": np.asarray(coords["lon"], dtype=np.float64)}
+    out = xr.Dataset({"field": field}, coords=coords)
+    for v, da in truth.items():
+        out[v] = da
+    out["lat"].attrs.update(units="degrees_north", standard_name="latitude", long_name="latitude")
+    out["lon"].attrs.update(units="degrees_east", standard_name="longitude", long_name="longitude")
+    out["time"].attrs.update(standard_name="time", long_name="time")
+    out.attrs = {"field_name": name, "field_units": units, "source": label, "source_files": n_files,
+                 "Conventions": "CF-1.10"}
+    return out
