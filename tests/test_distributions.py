@@ -169,3 +169,12 @@ def test_bad_dataset(fields_ds, numpy_backend):
         distributions.compute(fields_ds["field"], params=PARAMS, backend=numpy_backend)
     with pytest.raises(TypeError, match="backend must be a pipeline.backend.Backend"):
         distributions.compute(fields_ds, params=PARAMS, backend="numpy")
+
+
+def test_compute_accepts_the_dimension_aliases_in_any_order(fields_ds, numpy_backend):
+    canonical = distributions.compute(fields_ds, params={}, backend=numpy_backend)
+    renamed = fields_ds.rename(lat="latitude", lon="longitude")
+    renamed["field"] = renamed["field"].transpose("longitude", "latitude", "time")
+    got = distributions.compute(renamed, params={}, backend=numpy_backend)
+    for name in ("loc", "scale", "aic", "best_family"):
+        np.testing.assert_array_equal(got[name].values, canonical[name].values)

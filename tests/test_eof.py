@@ -306,3 +306,15 @@ def test_bad_reference_series_raise_one_sentence(planted):
         _decompose(planted, "exact", [{"mode": 1, "series": constant}])
     with pytest.raises(ValueError, match=r"^The reference series of eof\.sign\[0\] must be 1-D along time"):
         _decompose(planted, "exact", [{"mode": 1, "series": planted["true_pc"]}])
+
+
+def test_decompose_accepts_the_dimension_aliases_in_any_order():
+    truth = planted_modes(n_time=30, n_lat=8, n_lon=12, noise_std=0.05, land_fraction=0.1, seed=4)
+    canonical = eof.decompose(truth["field"], n_modes=3, method="gram", backend="numpy")
+    renamed = truth["field"].rename(time="t", lat="latitude", lon="longitude").transpose("longitude", "t", "latitude")
+    for source in (renamed, renamed.to_dataset(name="field")):
+        got = eof.decompose(source, n_modes=3, method="gram", backend="numpy")
+        for name in ("eof", "pc", "eigenvalue", "eof_correlation"):
+            np.testing.assert_allclose(got[name].values, canonical[name].values, rtol=1e-12, atol=1e-14, equal_nan=True)
+    with pytest.raises(ValueError, match="has no lat dimension"):
+        eof.decompose(truth["field"].rename(lat="y"), n_modes=3)

@@ -251,3 +251,49 @@ def test_tiled_scatter_gather_run_equals_the_single_job_result(tmp_path):
     got = open_store(out / "eof" / "big.zarr")
     for name in ("eof", "pc", "eigenvalue", "eof_correlation"):
         np.testing.assert_allclose(got[name].values, expected[name].values, rtol=1e-10, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.workflow
+def test_a_users_monthly_decade_files_run_end_to_end(tmp_path):
+    """Monthly noleap decade files with a seasonal cycle, a glob, a climatology and a monthly regression."""
+    import cftime
+    import xarray as xr
+
+    from pipeline.synthetic import planted_modes
+
+    n = 12 * 30
+    truth = planted_modes(n_time=n, n_lat=8, n_lon=12, variances=(9.0, 4.0, 1.0), noise_std=0.01, seed=11)
+    months = np.arange(n)
+    days = np.array([cftime.date2num(cftime.datetime(1960 + m // 12, m % 12 + 1, 15, calendar="noleap"),
+                                     "days since 1850-01-01", "noleap") for m in months])
+    cycle = 6.0 * np.cos(2 * np.pi * (months % 12) / 12)[:, None, None]
+    rng = np.random.default_rng(0)
+    target = 280.0 + cycle + 2.0 * truth["true_pc"].values[:, 0, None, None] + 0.2 * rng.normal(size=(n, 4, 5))
+    time_attrs = {"units": "days since 1850-01-01", "calendar": "noleap"}
+    for k in range(3):
+        part = slice(120 * k, 120 * (k + 1))
+        for name, values, lat, lon in (("tos", truth["field"].values + 290.0 + cycle, truth["lat"], truth["lon"]),
+                                       ("tas", target, np.linspace(40, 60, 4), np.linspace(0, 20, 5))):
+            xr.Dataset({name: (("time", "lat", "lon"), values[part], {"units": "K"})},
+                       coords={"time": ("time", days[part], time_attrs), "lat": np.asarray(lat), "lon": np.asarray(lon)},
+                       ).to_netcdf(tmp_path / f"{name}_Amon_{1960 + 10 * k}01-{1969 + 10 * k}12.nc")
+    config = {
+        "run": "monthly", "backend": "numpy",
+        "fields": {"tos": {"source": "netcdf", "path": "tos_Amon_*.nc", "climatology": "monthly"},
+                   "tas": {"source": "netcdf", "path": "tas_Amon_*.nc", "climatology": "monthly"}},
+        "eof": {"fields": ["tos"], "n_modes": 3},
+        "regression": {"target": "tas", "predictor": "tos", "n_predictors": 2, "method": "ols"},
+        "posterior": {"n_draws": 200},
+    }
+    (tmp_path / "monthly.yaml").write_text(yaml.safe_dump(config))
+    result = _snakemake(["--cores", "2", "--configfile", "monthly.yaml"], cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    out = tmp_path / "results" / "monthly"
+    eof = open_store(out / "eof" / "tos.zarr")
+    assert eof.sizes["time"] == n
+    np.testing.assert_allclose(eof["variance_fraction"].values[:3], np.array([9, 4, 1]) / 14, atol=0.02)
+    reg = open_store(out / "regression" / "tas.zarr")
+    assert reg.attrs["alignment"] == "monthly" and reg.attrs["n_samples"] == n
+    sign = np.sign(np.dot(eof["pc"].values[:, 0], truth["true_pc"].values[:, 0]))
+    np.testing.assert_allclose(sign * reg["coef"].values[0], 2.0, atol=0.05)
+    assert float(reg["r2"].min()) > 0.95
