@@ -206,13 +206,14 @@ def test_streamed_ingest_with_a_climatology_stays_within_its_budget_and_equals_t
     spec = {"source": "zarr", "path": str(tmp_path / "src.zarr"), "climatology": "daily", "detrend": "linear",
             "stream_above_mb": 4}
     assert values.nbytes > 4 * spec["stream_above_mb"] * 2**20
+    ingest.run("tas", tmp_path / "warm.zarr", params=spec)  # first use imports modules: not the working set
     tracemalloc.start()
     try:
         ingest.run("tas", tmp_path / "out.zarr", params=spec)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 2 * spec["stream_above_mb"] * 2**20, f"peak {peak / 2**20:.1f} MB"
+    assert peak < 1.5 * spec["stream_above_mb"] * 2**20, f"peak {peak / 2**20:.1f} MB"
     streamed = open_store(tmp_path / "out.zarr")
     whole = ingest.compute("tas", {**spec, "stream_above_mb": 10_000})
     for name in ("field", "climatology", "trend"):

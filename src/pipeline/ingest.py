@@ -31,6 +31,8 @@ STREAM_BAND_MB = 64
 """Largest latitude band read at once when a field is streamed."""
 WORKING_COPIES = 6
 """Float64 band-sized temporaries of the time handling (cast, kept steps, anomaly, result, detrend)."""
+READ_COPIES = 4
+"""Band-sized buffers alive while a band is read (decoded chunks, compressed bytes, the band), measured."""
 
 
 def _plan(canon: xr.Dataset, name: str, spec: dict[str, Any]) -> temporal.TimePlan:
@@ -109,7 +111,7 @@ def _check_not_empty(field: xr.DataArray, name: str) -> None:
 
 def band_bytes(itemsize: int, processed: bool, stream_above_mb: float, band_mb: float = STREAM_BAND_MB) -> int:
     """Source bytes per band so that a streamed field's working set stays within ``stream_above_mb``."""
-    copies = 1.0 + (WORKING_COPIES * 8.0 / itemsize if processed else 1.0)
+    copies = max(READ_COPIES, 1.0 + WORKING_COPIES * 8.0 / itemsize) if processed else READ_COPIES
     return max(1, int(min(band_mb, stream_above_mb / copies) * 2**20))
 
 
@@ -153,6 +155,7 @@ def stream_copy(canon: xr.Dataset, output: str | os.PathLike, *, params: dict[st
                     arrays["climatology"][:, box[0], box[1]] = result.climatology
                 if result.trend is not None:
                     arrays["trend"][box[0], box[1]] = result.trend
+                band = result = None  # let go before the next read
             log.info("ingest %s: latitude rows %d-%d of %d done", name, i0, min(i0 + rows, n_lat), n_lat)
         if empty:
             _check_not_empty(xr.DataArray([np.nan], attrs=attrs["field"]), name)
