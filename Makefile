@@ -1,12 +1,14 @@
-# Two commands: `make run` (the full workflow on the embedded data) and `make test`.
+# Two commands: `make run` (the full workflow on the embedded data) and `make test`;
+# `make check CONFIG=my.yaml` checks a config file before a run.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 SNAKEMAKE := $(BIN)/snakemake --cores $(CORES)
 RUN    ?= default
+CONFIG ?= config/config.yaml
 
-.PHONY: run test install lint dryrun report clean
+.PHONY: run test install check lint dryrun report clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +23,9 @@ install: $(VENV)/.installed
 run: install
 	$(SNAKEMAKE) --config run=$(RUN)
 	$(SNAKEMAKE) --config run=$(RUN) --report results/$(RUN)/report.html
+
+check: install
+	PYTHONPATH=src $(BIN)/python -m pipeline.config check $(CONFIG)
 
 lint: install
 	$(BIN)/snakemake --lint

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import tracemalloc
 from pathlib import Path
 
@@ -36,6 +38,7 @@ def test_embedded_sst_matches_the_file_and_leaves_it_untouched(tmp_path):
     assert np.isnan(ds["field"].values).any()  # land cells are NaN
     assert ds["field"].attrs["units"] == "K"
     assert ds.attrs["field_name"] == "sst" and ds.attrs["pipeline_stage"] == "ingest"
+    assert json.loads(ds.attrs["pipeline_source_sha256"]) == {SST["path"]: before}
     assert _digest(RESOURCES / "sst_ndjfm_anom.nc") == before
 
 
@@ -219,3 +222,143 @@ def test_streamed_ingest_with_a_climatology_stays_within_its_budget_and_equals_t
     for name in ("field", "climatology", "trend"):
         np.testing.assert_allclose(streamed[name].values, whole[name].values, rtol=1e-12, equal_nan=True)
     assert streamed.attrs["time_processing"] == whole.attrs["time_processing"]
+
+
+# ---------------------------------------------------------------- bad data at the door: both read paths
+
+
+LAT5 = np.array([-20.0, -10.0, 0.0, 10.0, 20.0])
+LON4 = np.array([0.0, 90.0, 180.0, 270.0])
+IN_MEMORY, STREAMED = 10_000, 0.0001  # stream_above_mb: read whole, or band by band (one cell a band here)
+
+
+def _small(path, values, *, time=None, lon=LON4, units="days since 2000-01-01"):
+    """A netCDF file of ``values`` (time, lat, lon) on LAT5 and ``lon``, with raw time numbers."""
+    time = np.arange(values.shape[0], dtype=np.float64) if time is None else np.asarray(time, dtype=np.float64)
+    ds = xr.Dataset({"tos": (("time", "lat", "lon"), values, {"units": "K"})},
+                    coords={"time": ("time", time, {"units": units} if units else {}), "lat": LAT5, "lon": lon})
+    ds.to_netcdf(path)
+    return str(path)
+
+
+def _clean(n_time=6, seed=0):
+    return np.random.default_rng(seed).normal(size=(n_time, LAT5.size, LON4.size))
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """Records whether ingest.run went through stream_copy."""
+    calls = []
+    copy = ingest.stream_copy
+
+    def spy(*args, **kwargs):
+        calls.append(True)
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "stream_copy", spy)
+    return calls
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf], ids=["inf", "-inf"])
+@pytest.mark.parametrize("stream_above_mb", [IN_MEMORY, STREAMED], ids=["in_memory", "streamed"])
+def test_an_infinite_value_names_field_file_date_and_cell_and_writes_nothing(tmp_path, streamed, bad,
+                                                                              stream_above_mb):
+    values = _clean()
+    values[4, 3, 2] = bad
+    path = _small(tmp_path / "tos.nc", values)
+    with pytest.raises(ValueError) as err:
+        ingest.run("tos", tmp_path / "out" / "tos.zarr",
+                   params={"source": "netcdf", "path": path, "stream_above_mb": stream_above_mb})
+    assert str(err.value) == (f"Field 'tos': variable 'tos' of '{path}' is {bad} at 2000-01-05, lat 10.0, lon 180.0 "
+                              "(the only infinite value read); replace them with NaN in the source, or set "
+                              "fields.tos.nonfinite: mask to read them as missing.")
+    assert bool(streamed) == (stream_above_mb == STREAMED)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_infinite_value_in_the_second_of_two_files_names_that_file(tmp_path):
+    values = _clean()
+    values[4, 0, 1] = np.inf
+    first = _small(tmp_path / "tos_a.nc", values[:3])
+    second = _small(tmp_path / "tos_b.nc", values[3:], time=[3.0, 4.0, 5.0])
+    with pytest.raises(ValueError) as err:
+        ingest.compute("tos", {"source": "netcdf", "path": [second, first]})
+    assert str(err.value) == (f"Field 'tos': variable 'tos' of '{second}' is inf at 2000-01-05, lat -20.0, lon 90.0 "
+                              "(the only infinite value read); replace them with NaN in the source, or set "
+                              "fields.tos.nonfinite: mask to read them as missing.")
+
+
+@pytest.mark.parametrize("stream_above_mb", [IN_MEMORY, STREAMED], ids=["in_memory", "streamed"])
+def test_nonfinite_mask_gives_the_field_with_nan_there_and_warns_with_the_count(tmp_path, caplog, streamed,
+                                                                                  stream_above_mb):
+    clean = _clean()
+    values = clean.copy()
+    values[1, 0, 0], values[4, 3, 2], values[5, 3, 2] = np.inf, -np.inf, np.inf
+    path = _small(tmp_path / "tos.nc", values)
+    params = {"source": "netcdf", "path": path, "stream_above_mb": stream_above_mb, "nonfinite": "mask"}
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources"):
+        ingest.run("tos", tmp_path / "tos.zarr", params=params)
+    expected = clean.copy()
+    expected[1, 0, 0] = expected[4, 3, 2] = expected[5, 3, 2] = np.nan
+    np.testing.assert_array_equal(open_store(tmp_path / "tos.zarr")["field"].values, expected)
+    assert bool(streamed) == (stream_above_mb == STREAMED)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    counts = [int(m.split(" infinite values")[0].rsplit(" ", 1)[1]) for m in warned]
+    assert sum(counts) == 3
+    assert all(m.endswith(f"read from {path} treated as missing (nonfinite: mask)") for m in warned)
+
+
+def test_years_on_a_time_axis_of_plain_numbers_says_to_set_time_units(tmp_path):
+    path = _small(tmp_path / "plain.nc", _clean(), units=None)
+    with pytest.raises(ValueError) as err:
+        ingest.compute("tos", {"source": "netcdf", "path": path, "years": [2000, 2001]})
+    assert str(err.value) == (f"Field 'tos': the time axis of '{path}' has no units; set fields.tos.time_units "
+                              "(e.g. 'days since 1950-01-01' or 'months since 1958-01-01').")
+    ok = ingest.compute("tos", {"source": "netcdf", "path": path, "years": [2000, 2001],
+                                "time_units": "days since 2001-12-30"})
+    assert ok["time"].dt.year.values.tolist() == [2001, 2001]  # 30 and 31 December 2001 kept
+
+
+def test_unsorted_time_steps_are_sorted_with_a_log_line_and_equal_the_sorted_file(tmp_path, caplog):
+    values = _clean(n_time=36) + np.arange(36)[:, None, None] * 0.1  # a trend: detrending depends on the order
+    order = np.random.default_rng(1).permutation(36)
+    units = "months since 2000-01-01"
+    unsorted = _small(tmp_path / "unsorted.nc", values[order], time=order, units=units)
+    ordered = _small(tmp_path / "sorted.nc", values, units=units)
+    spec = {"source": "netcdf", "climatology": "monthly", "detrend": "linear"}
+    with caplog.at_level(logging.INFO, logger="pipeline.sources"):
+        ingest.run("tos", tmp_path / "u.zarr", params={**spec, "path": unsorted, "stream_above_mb": STREAMED})
+    assert f"field tos: the 36 time steps of {unsorted} are not in order; sorted them" in caplog.messages
+    ingest.run("tos", tmp_path / "s.zarr", params={**spec, "path": ordered})
+    u, s = open_store(tmp_path / "u.zarr"), open_store(tmp_path / "s.zarr")
+    for name in ("field", "climatology", "trend"):
+        np.testing.assert_allclose(u[name].values, s[name].values, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(u["time"].values, s["time"].values)
+
+
+@pytest.mark.parametrize("stream_above_mb", [IN_MEMORY, STREAMED], ids=["in_memory", "streamed"])
+def test_a_date_line_wrap_ingests_like_the_same_data_on_170_to_215(tmp_path, stream_above_mb):
+    values = _clean()
+    straight = np.array([170.0, 185.0, 200.0, 215.0])
+    wrapped = np.where(straight >= 180.0, straight - 360.0, straight)  # 170, -175, -160, -145
+    params = {"source": "netcdf", "stream_above_mb": stream_above_mb, "climatology": "none"}
+    ingest.run("tos", tmp_path / "w.zarr", params={**params, "path": _small(tmp_path / "w.nc", values, lon=wrapped)})
+    ingest.run("tos", tmp_path / "s.zarr", params={**params, "path": _small(tmp_path / "s.nc", values, lon=straight)})
+    w, s = open_store(tmp_path / "w.zarr"), open_store(tmp_path / "s.zarr")
+    xr.testing.assert_identical(w["field"], s["field"])
+    np.testing.assert_array_equal(w["lon"].values, straight)
+
+
+@pytest.mark.parametrize("stream_above_mb", [IN_MEMORY, STREAMED], ids=["in_memory", "streamed"])
+def test_the_level_select_used_is_recorded_in_the_store(tmp_path, stream_above_mb):
+    values = _clean()
+    ds = xr.Dataset({"ta": (("time", "level", "lat", "lon"), np.stack([values, values + 1.0], axis=1))},
+                    coords={"time": ("time", np.arange(6.0), {"units": "days since 2000-01-01"}),
+                            "level": [1000.0, 500.0], "lat": LAT5, "lon": LON4})
+    ds.to_netcdf(tmp_path / "ta.nc")
+    ingest.run("ta", tmp_path / "ta.zarr", params={"source": "netcdf", "path": str(tmp_path / "ta.nc"),
+                                                   "select": {"level": 850}, "select_tolerance": 150,
+                                                   "stream_above_mb": stream_above_mb})
+    out = open_store(tmp_path / "ta.zarr")
+    assert out["field"].attrs["selected"] == "level=1000.0"
+    np.testing.assert_array_equal(out["field"].values, values)

@@ -22,14 +22,14 @@ def _values(n_time: int, seed: int = 0) -> np.ndarray:
     return values
 
 
-def _write(path, values, time, units, calendar=None, *, lat=LAT, engine="h5netcdf", encoding=None):
+def _write(path, values, time, units, calendar=None, *, lat=LAT, lon=LON, engine="h5netcdf", encoding=None):
     """A file holding ``values`` with raw (undecoded) time numbers and the given time attributes."""
     time_attrs = {"units": units} if units else {}
     if calendar:
         time_attrs["calendar"] = calendar
     ds = xr.Dataset(
         {"tos": (("time", "lat", "lon"), values, {"units": "degC", "long_name": "sea surface temperature"})},
-        coords={"time": ("time", np.asarray(time, dtype=np.float64), time_attrs), "lat": lat, "lon": LON},
+        coords={"time": ("time", np.asarray(time, dtype=np.float64), time_attrs), "lat": lat, "lon": lon},
     )
     if str(path).endswith(".zarr"):
         ds.to_zarr(path, zarr_format=int(engine), consolidated=False, encoding={"tos": encoding or {}})
@@ -178,7 +178,7 @@ def test_unsorted_steps_within_a_file_are_sorted(tmp_path, caplog):
     path = _write(tmp_path / "u.nc", values, [2, 0, 3, 1], "days since 2000-01-01")
     with caplog.at_level(logging.INFO, logger="pipeline.sources"):
         ds = sources.open_field("tos", _spec(path))
-    assert "are not in order; sorted them" in caplog.text
+    assert f"field tos: the 4 time steps of {path} are not in order; sorted them" in caplog.messages
     np.testing.assert_array_equal(ds["field"].values, values[[1, 3, 0, 2]])
     np.testing.assert_array_equal(ds["field"].isel(lat=slice(1, 2), time=[0, 3]).values, values[[1, 2], 1:2])
     assert ds["time"].values.astype("datetime64[D]").astype(str).tolist() == [f"2000-01-0{d}" for d in range(1, 5)]
@@ -187,15 +187,19 @@ def test_unsorted_steps_within_a_file_are_sorted(tmp_path, caplog):
 def test_repeated_and_overlapping_steps_name_the_files(tmp_path):
     a = _write(tmp_path / "a.nc", _values(12), np.arange(12), "months since 1850-01-01")
     b = _write(tmp_path / "b.nc", _values(12), np.arange(12), "months since 1850-06-01")
-    with pytest.raises(ValueError, match=r"time step 1850-06-01 appears more than once, in '.*a\.nc' and '.*b\.nc'"):
+    with pytest.raises(ValueError) as err:
         sources.open_field("tos", _spec([str(b), str(a)]))
+    assert str(err.value) == (f"Field 'tos': the time step 1850-06-01 appears more than once, in '{a}' and '{b}'; "
+                              "remove the repeated steps (or list each file once in fields.tos.path).")
     c = _write(tmp_path / "c.nc", _values(12), np.arange(12) + 0.5, "months since 1850-06-01")
     with pytest.raises(ValueError, match=r"time ranges of '.*a\.nc' \(1850-01-01 .. 1850-12-01\) and '.*c\.nc' "
                                          r"\(1850-06-16 .. 1851-05-16\) overlap"):
         sources.open_field("tos", _spec([str(c), str(a)]))
     d = _write(tmp_path / "d.nc", _values(3), [0, 1, 1], "days since 1900-01-01")
-    with pytest.raises(ValueError, match=r"time step 1900-01-02 appears more than once, in '.*d\.nc'; remove"):
+    with pytest.raises(ValueError) as err:
         sources.open_field("tos", _spec(d))
+    assert str(err.value) == (f"Field 'tos': the time step 1900-01-02 appears more than once, in '{d}'; remove the "
+                              "repeated steps (or list each file once in fields.tos.path).")
 
 
 # ---------------------------------------------------------------- formats and packing
@@ -259,12 +263,12 @@ def test_aliases_singleton_level_and_descending_latitude(tmp_path):
     np.testing.assert_array_equal(ds["field"].isel(lat=[4, 0], lon=slice(2, 5)).values, values[:, [4, 0], 2:5])
 
 
-def test_select_picks_the_nearest_level_and_truth_variables_follow(tmp_path):
+def test_select_picks_a_level_and_truth_variables_follow(tmp_path):
     field = synthetic.planted_modes(n_time=4, n_lat=3, n_lon=2)["field"]
     field.expand_dims(level=[1.0, 2.0], axis=1).to_dataset(name="v").to_netcdf(tmp_path / "levels.nc")
     with pytest.raises(ValueError, match="extra dimensions \\['level'\\]"):
         sources.open_field("f", _spec(tmp_path / "levels.nc"))
-    picked = sources.open_field("f", _spec(tmp_path / "levels.nc", select={"level": 1.9}))
+    picked = sources.open_field("f", _spec(tmp_path / "levels.nc", select={"level": 1.0}))
     np.testing.assert_array_equal(picked["field"].values, field.values)
 
     planted = synthetic.planted_modes(n_time=5, n_lat=4, n_lon=3)
@@ -325,3 +329,200 @@ def test_embedded_files_read_as_before():
     np.testing.assert_array_equal(ds["field"].values, raw.values)
     np.testing.assert_array_equal(ds["time"].values, raw["time"].values)
     ds.close()
+
+
+# ---------------------------------------------------------------- coordinates: checked, longitudes made one run
+
+
+def _opened(path, caplog, **extra):
+    """The field of ``path`` read whole, and the log lines of pipeline.sources while opening and reading it."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pipeline.sources"):
+        ds = sources.open_field("tos", _spec(path, **extra))
+        ds = ds.load()
+    return ds, list(caplog.messages)
+
+
+@pytest.mark.parametrize(("axis", "position"), [("time", 1), ("lat", 2), ("lon", 4)])
+def test_nan_in_a_coordinate_names_the_axis_and_the_file(tmp_path, axis, position):
+    time = np.arange(3.0)
+    lat, lon = LAT.copy(), LON.copy()
+    {"time": time, "lat": lat, "lon": lon}[axis][position] = np.nan
+    path = _write(tmp_path / "nan.nc", _values(3), time, "days since 2000-01-01", lat=lat, lon=lon)
+    with pytest.raises(ValueError) as err:
+        sources.open_field("tos", _spec(path))
+    row = {"time": "time step", "lat": "latitude row", "lon": "longitude column"}[axis]
+    size = {"time": 3, "lat": N_LAT, "lon": N_LON}[axis]
+    assert str(err.value) == (f"Field 'tos': the {axis} coordinate of '{path}' is NaN at position {position} of "
+                              f"{size}; give that {row} its value in the source, or remove it.")
+
+
+def test_latitudes_beyond_90_name_the_value_and_the_file(tmp_path):
+    colatitude = np.linspace(0.0, 180.0, N_LAT)
+    path = _write(tmp_path / "colat.nc", _values(2), [0, 1], "days since 2000-01-01", lat=colatitude)
+    with pytest.raises(ValueError) as err:
+        sources.open_field("tos", _spec(path))
+    assert str(err.value) == (f"Field 'tos': the lat coordinate of '{path}' holds 180.0, outside [-90, 90]; latitudes "
+                              "must be degrees north, so check the source's lat axis (lat and lon swapped?).")
+
+
+@pytest.mark.parametrize(("axis", "coords", "value", "row"), [
+    ("lat", {"lat": np.array([-40.0, -20.0, 0.0, 0.0, 40.0])}, "0.0", "latitude rows"),
+    ("lon", {"lon": np.array([0.0, 60.0, 120.0, 180.0, 240.0, 60.0])}, "60.0", "longitude columns"),
+])
+def test_a_repeated_latitude_or_longitude_is_an_error(tmp_path, axis, coords, value, row):
+    path = _write(tmp_path / "rep.nc", _values(2), [0, 1], "days since 2000-01-01", **coords)
+    with pytest.raises(ValueError) as err:
+        sources.open_field("tos", _spec(path))
+    assert str(err.value) == (f"Field 'tos': the {axis} coordinate of '{path}' holds {value} twice; each {axis} value "
+                              f"must appear once, so remove the repeated {row} from the source.")
+
+
+def test_one_meridian_stored_twice_as_0_and_360_is_an_error(tmp_path):
+    lon = np.array([0.0, 72.0, 144.0, 216.0, 288.0, 360.0])  # a cyclic point: column 0 repeated
+    path = _write(tmp_path / "cyclic.nc", _values(2), [0, 1], "days since 2000-01-01", lon=lon)
+    with pytest.raises(ValueError) as err:
+        sources.open_field("tos", _spec(path))
+    assert str(err.value) == (f"Field 'tos': the lon coordinate of '{path}' holds 0.0 and 360.0, the same meridian, "
+                              "so it cannot be made one increasing run; remove one of the two longitude columns from "
+                              "the source.")
+
+
+def test_a_date_line_wrap_is_rolled_into_one_run_equal_to_the_same_data_on_170_to_195(tmp_path, caplog):
+    values = _values(4)
+    straight = np.arange(170.0, 200.0, 5.0)  # 170 .. 195
+    wrapped = np.where(straight >= 180.0, straight - 360.0, straight)  # 170, 175, -180, -175, -170, -165
+    a = _write(tmp_path / "wrapped.nc", values, np.arange(4), "days since 2000-01-01", lon=wrapped)
+    b = _write(tmp_path / "straight.nc", values, np.arange(4), "days since 2000-01-01", lon=straight)
+    rolled, log_a = _opened(a, caplog)
+    clean, log_b = _opened(b, caplog)
+    xr.testing.assert_identical(rolled["field"], clean["field"])
+    np.testing.assert_array_equal(rolled["lon"].values, straight)
+    lazy = sources.open_field("tos", _spec(a))["field"]
+    np.testing.assert_array_equal(lazy.isel(lon=slice(1, 4), lat=[3, 1]).values, values[:, [3, 1], 1:4])
+    assert log_a == [f"field tos: the longitudes of '{a}', stored 170.0 .. -165.0, are read as one increasing run "
+                     "170.0 .. 195.0 (in stored order, values moved by whole turns of 360)"]
+    assert log_b == []
+
+
+def test_longitudes_in_360_to_720_are_brought_back_by_one_turn(tmp_path, caplog):
+    values = _values(2)
+    shifted = _write(tmp_path / "shifted.nc", values, [0, 1], "days since 2000-01-01", lon=LON + 360.0)
+    plain = _write(tmp_path / "plain.nc", values, [0, 1], "days since 2000-01-01")
+    ds, messages = _opened(shifted, caplog)
+    xr.testing.assert_identical(ds["field"], _opened(plain, caplog)[0]["field"])
+    np.testing.assert_array_equal(ds["lon"].values, LON)
+    assert messages == [f"field tos: the longitudes of '{shifted}', stored 360.0 .. 660.0, are read as one increasing "
+                        "run 0.0 .. 300.0 (in stored order, values moved by whole turns of 360)"]
+
+
+@pytest.mark.parametrize("lon", [LON, LON - 180.0, np.array([-180.0, -175.0, -170.0, 170.0, 175.0, 179.5])])
+def test_monotonic_longitudes_stay_as_stored(tmp_path, caplog, lon):
+    values = _values(2)
+    ds, messages = _opened(_write(tmp_path / "g.nc", values, [0, 1], "days since 2000-01-01", lon=lon), caplog)
+    np.testing.assert_array_equal(ds["lon"].values, lon)
+    np.testing.assert_array_equal(ds["field"].values, values)
+    assert messages == []
+
+
+@pytest.mark.parametrize(("order", "how"), [([5, 4, 3, 2, 1, 0], "reversed"), ([3, 0, 5, 1, 4, 2], "sorted")])
+def test_descending_or_shuffled_longitudes_are_put_in_order(tmp_path, caplog, order, how):
+    values = _values(2)
+    path = _write(tmp_path / "o.nc", values[:, :, order], [0, 1], "days since 2000-01-01", lon=LON[order])
+    ds, messages = _opened(path, caplog)
+    np.testing.assert_array_equal(ds["lon"].values, LON)
+    np.testing.assert_array_equal(ds["field"].values, values)
+    assert messages == [f"field tos: the longitudes of '{path}', stored {LON[order[0]]:.1f} .. {LON[order[-1]]:.1f}, "
+                        f"are read as one increasing run 0.0 .. 300.0 ({how})"]
+
+
+# ---------------------------------------------------------------- select: exact, or nearest within a tolerance
+
+
+@pytest.fixture
+def levels(tmp_path):
+    """A file with a level axis [1000, 500, 250] (hPa); level k holds values + 100 k."""
+    values = _values(3)
+    stack = np.stack([values + 100.0 * k for k in range(3)], axis=1)
+    ds = xr.Dataset({"ta": (("time", "level", "lat", "lon"), stack, {"units": "K"})},
+                    coords={"time": ("time", [0.0, 1.0, 2.0], {"units": "days since 2000-01-01"}),
+                            "level": [1000.0, 500.0, 250.0], "lat": LAT, "lon": LON})
+    ds.to_netcdf(tmp_path / "levels.nc")
+    return tmp_path / "levels.nc", values
+
+
+def test_select_an_exact_value_records_it(levels, caplog):
+    path, values = levels
+    ds, messages = _opened(path, caplog, select={"level": 500})
+    np.testing.assert_array_equal(ds["field"].values, values + 100.0)
+    assert ds["field"].attrs["selected"] == "level=500.0"
+    assert messages == ["field tos: selected level=500.0"]
+
+
+def test_select_a_value_not_in_the_coordinate_lists_the_nearest(levels):
+    path, _ = levels
+    for asked, nearest in ((850, "the nearest are 500.0 and 1000.0"), (1013.25, "the nearest is 1000.0")):
+        with pytest.raises(ValueError) as err:
+            sources.open_field("tos", _spec(path, select={"level": asked}))
+        assert str(err.value) == (f"Field 'tos': level={asked} of fields.tos.select is not a value of 'level' in "
+                                  f"'{path}'; {nearest}; select one of them, or set fields.tos.select_tolerance to "
+                                  "take the nearest value within that distance.")
+
+
+@pytest.mark.parametrize("tolerance", [200, {"level": 200.0}])
+def test_select_tolerance_takes_the_nearest_and_records_the_value_used(levels, caplog, tolerance):
+    path, values = levels
+    ds, messages = _opened(path, caplog, select={"level": 850}, select_tolerance=tolerance)
+    np.testing.assert_array_equal(ds["field"].values, values)  # level 1000, the nearest to 850
+    assert ds["field"].attrs["selected"] == "level=1000.0"
+    assert messages == ["field tos: select level=850 is not in the level coordinate; used level=1000.0, the nearest "
+                        "within select_tolerance 200.0"]
+
+
+def test_select_tolerance_too_small_or_naming_another_axis_is_an_error(levels):
+    path, _ = levels
+    with pytest.raises(ValueError) as err:
+        sources.open_field("tos", _spec(path, select={"level": 850}, select_tolerance=100))
+    assert str(err.value) == (f"Field 'tos': level=850 of fields.tos.select is not a value of 'level' in '{path}'; the "
+                              "nearest are 500.0 and 1000.0 (more than select_tolerance 100.0 away); select one of "
+                              "them, or set fields.tos.select_tolerance to take the nearest value within that "
+                              "distance.")
+    with pytest.raises(ValueError) as err:
+        sources.open_field("tos", _spec(path, select={"level": 850}, select_tolerance={"plev": 200}))
+    assert str(err.value) == ("Field 'tos': select_tolerance names 'plev', which fields.tos.select does not pick; name "
+                              "only axes of select (level).")
+
+
+def test_select_matches_a_float32_coordinate_exactly(tmp_path):
+    values = _values(2)
+    ds = xr.Dataset({"ta": (("time", "sigma", "lat", "lon"), np.stack([values, values + 1.0], axis=1))},
+                    coords={"time": ("time", [0.0, 1.0], {"units": "days since 2000-01-01"}),
+                            "sigma": np.array([0.1, 0.2], dtype=np.float32), "lat": LAT, "lon": LON})
+    ds.to_netcdf(tmp_path / "sigma.nc")
+    picked = sources.open_field("tos", _spec(tmp_path / "sigma.nc", select={"sigma": 0.2}))
+    np.testing.assert_array_equal(picked["field"].values, values + 1.0)
+    assert picked["field"].attrs["selected"] == "sigma=0.2"
+
+
+# ---------------------------------------------------------------- values: inf is an error or, if asked, missing
+
+
+def test_the_earliest_infinite_value_is_named_with_its_date_and_cell(tmp_path):
+    values = _values(4)
+    values[3, 1, 1] = -np.inf
+    values[2, 4, 5] = np.inf  # earlier date, later cell: named first
+    path = _write(tmp_path / "inf.nc", values, np.arange(4), "days since 2000-01-01")
+    ds = sources.open_field("tos", _spec(path))
+    with pytest.raises(ValueError) as err:
+        ds["field"].values
+    assert str(err.value) == (f"Field 'tos': variable 'tos' of '{path}' is inf at 2000-01-03, lat 40.0, lon 300.0 "
+                              "(the first of 2 infinite values read); replace them with NaN in the source, or set "
+                              "fields.tos.nonfinite: mask to read them as missing.")
+    np.testing.assert_array_equal(ds["field"].isel(time=[0, 1]).values, values[:2])  # the rest reads
+
+
+def test_nonfinite_must_be_error_or_mask(tmp_path):
+    path = _write(tmp_path / "a.nc", _values(2), [0, 1], "days since 2000-01-01")
+    with pytest.raises(ValueError) as err:
+        sources.open_field("tos", _spec(path, nonfinite="zero"))
+    assert str(err.value) == "Field 'tos': nonfinite must be one of error, mask; got 'zero'."

@@ -256,6 +256,21 @@ def test_sources_reject_bad_input(tmp_path, stores, field):
         st.open_source(field).read(st.Tile(0, slice(0, 1), slice(0, 7), slice(0, 1)))
 
 
+def test_an_undecodable_chunk_of_a_store_without_manifest_names_store_variable_and_chunk(tmp_path, field):
+    """A user's Zarr source (no manifest) is read as it is, but a chunk its codec rejects is named."""
+    from pipeline.io import CorruptStoreError
+
+    path = _write(field, tmp_path / "theirs.zarr", (10, 2, 8))
+    source = st.ZarrSource(path)
+    assert not source.has_manifest
+    (path / "field" / "c" / "0" / "1" / "0").write_bytes(b"not a zstd frame" * 4)
+    tiles = st.plan_tiles(source, 10**6)
+    with pytest.raises(CorruptStoreError, match=(
+            rf"^Could not decode chunk file field/c/0/1/0 of variable 'field' in the fields store {path} "
+            r"\(\w+: .+\); the file is damaged: rewrite or restore it\.$")):
+        list(st.stream(source, tiles, resolve("numpy"), prefetch=1))
+
+
 # ---------------------------------------------------------------- stream
 
 

@@ -157,3 +157,12 @@ def test_a_winter_record_too_short_for_any_block_says_what_to_do():
     time = _monthly("1950-12-01", 2)  # Dec 1950, Jan 1951
     with pytest.raises(ValueError, match="lower aggregate.min_coverage"):
         temporal.plan(time, temporal.spec_of("f", {"aggregate": "DJF"}), "f")
+
+
+@pytest.mark.parametrize("spec", [{"years": [2000, 2001]}, {"climatology": "monthly"}])
+def test_years_or_time_handling_on_plain_numbers_says_to_set_time_units(spec):
+    with pytest.raises(ValueError) as err:
+        temporal.plan(np.arange(24), temporal.spec_of("tos", spec), "tos")
+    assert str(err.value) == ("Field 'tos': the time axis holds plain numbers, not dates; set fields.tos.time_units "
+                              "(e.g. 'days since 1950-01-01') to use years or time handling.")
+    assert temporal.plan(np.arange(24), temporal.spec_of("tos", {}), "tos").identity  # nothing asked: kept as it is

@@ -1,22 +1,28 @@
 """The Snakemake workflow end to end: config validation, dry run, and a small real run.
 
 The real run uses config/synthetic.yaml, whose fields carry planted truth, and
-checks that the stores it writes recover that truth.
+checks that the stores it writes recover that truth, that a second run of it is
+byte for byte the same, and that a failed or killed rerun keeps the last
+complete store (small configs of their own).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from pipeline import io
 from pipeline.io import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +136,7 @@ def test_a_sign_rule_series_is_an_input_of_the_eofs_of_its_fields(tmp_path):
     config["eof"]["sign"] = [{"mode": 1, "series": "nino34.csv", "field": "x"}, {"mode": 2, "lat": 0.0, "lon": 10.0}]
     result = _dry_run(config, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert re.search(r"rule eof:\n\s+input: \S+/fields/x.zarr, \S+/moments/x.zarr, nino34.csv\n", result.stdout)
+    assert re.search(r"rule eof:\n\s+input: \S+/fields/x.zarr.done, \S+/moments/x.zarr.done, nino34.csv\n", result.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -147,14 +153,17 @@ def synthetic_run(tmp_path_factory):
 def test_every_store_and_figure_is_written(synthetic_run):
     for stage, name in [("fields", "x"), ("fields", "y"), ("fields", "d"), ("moments", "x"), ("eof", "x"),
                         ("regression", "y"), ("distributions", "d"), ("posterior", "y")]:
-        assert (synthetic_run / stage / f"{name}.zarr" / "zarr.json").is_file(), (stage, name)
+        store = synthetic_run / stage / f"{name}.zarr"
+        assert (store / "zarr.json").is_file(), (stage, name)
+        assert io.marked_store(io.marker_path(store)) == store  # its marker, written after it, matches it
+        assert io.check_store(store), (stage, name)  # with a manifest, every chunk intact
     pngs = sorted(p.name for p in (synthetic_run / "figures").glob("*.png"))
     assert pngs == sorted([
         "eof_spectrum_x.png", "eof_maps_x.png", "pc_timeseries_x.png", "regression_maps_y.png",
         "posterior_map_y.png", "distribution_map_d.png",
     ])
     assert all((synthetic_run / "figures" / p).stat().st_size > 10_000 for p in pngs)
-    assert not list(synthetic_run.rglob(".*.tmp-*"))
+    assert not list(synthetic_run.rglob(".*.tmp-*")) and not list(synthetic_run.rglob(".*.old-*"))
 
 
 @pytest.mark.workflow
@@ -208,6 +217,138 @@ def test_a_second_run_has_nothing_to_do_and_a_param_change_reruns_only_downstrea
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
     assert set(jobs) - {"total"} == {"posterior", "figure_posterior_map", "all"}, result.stdout
 
+
+
+@pytest.mark.workflow
+def test_stores_carry_their_provenance(synthetic_run):
+    stages = {"fields/x": "ingest", "fields/d": "ingest", "moments/x": "moments", "eof/x": "eof",
+              "regression/y": "regression", "distributions/d": "distributions", "posterior/y": "posterior"}
+    commit = io.git_commit()
+    for name, stage in stages.items():
+        attrs = open_store(synthetic_run / f"{name}.zarr").attrs
+        assert attrs["pipeline_stage"] == stage and attrs["pipeline_version"] and attrs["software"], name
+        assert attrs.get("pipeline_git_commit") == commit, name  # absent outside a git checkout
+        assert attrs["pipeline_dtype"] == "float64", name
+        assert attrs["history"].endswith(f"written by pipeline.{stage}"), name
+
+
+@pytest.mark.workflow
+def test_the_report_is_built(synthetic_run):
+    workdir = synthetic_run.parents[1]
+    result = _snakemake(["--cores", "1", "--configfile", "synthetic.yaml", "--report", "report.html"], cwd=workdir)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert (workdir / "report.html").stat().st_size > 10_000
+
+
+def _contents(root: Path) -> dict[str, bytes]:
+    """Every file of a results folder but the logs; zarr.json read as JSON without the history attribute."""
+    out = {}
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and "logs" not in p.relative_to(root).parts):
+        data = f.read_bytes()
+        if f.name == "zarr.json":
+            meta = json.loads(data)
+            meta.get("attributes", {}).pop("history", None)
+            data = json.dumps(meta, sort_keys=True).encode()
+        out[f.relative_to(root).as_posix()] = data
+    return out
+
+
+@pytest.mark.workflow
+def test_one_config_run_twice_gives_byte_identical_stores_and_figures(synthetic_run, tmp_path):
+    shutil.copy(ROOT / "config" / "synthetic.yaml", tmp_path / "synthetic.yaml")
+    result = _snakemake(["--cores", "2", "--configfile", "synthetic.yaml"], cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    first, second = _contents(synthetic_run), _contents(tmp_path / "results" / "synthetic")
+    assert sorted(first) == sorted(second)
+    assert any(k.endswith(".png") for k in first) and any(k.endswith(".zarr.done") for k in first)
+    assert [k for k in first if first[k] != second[k]] == []
+
+
+SMALL = {
+    "run": "small",
+    "backend": "numpy",
+    "fields": {"x": {"source": "synthetic", "kind": "modes", "units": "K",
+                     "options": {"n_time": 20, "n_lat": 6, "n_lon": 8, "noise_std": 0.05, "seed": 1}}},
+    "eof": {"fields": ["x"], "n_modes": 3},
+}
+
+
+def _store_bytes(store: Path) -> dict[str, bytes]:
+    return {f.relative_to(store).as_posix(): f.read_bytes() for f in sorted(store.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.workflow
+def test_a_failed_rerun_keeps_the_previous_store(tmp_path):
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(SMALL))
+    target = "results/small/eof/x.zarr.done"
+    result = _snakemake([target, "--cores", "1", "--configfile", "small.yaml"], cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    store = tmp_path / "results" / "small" / "eof" / "x.zarr"
+    before = _store_bytes(store)
+
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump({**SMALL, "eof": {"fields": ["x"], "n_modes": 25}}))
+    result = _snakemake([target, "--cores", "1", "--configfile", "more.yaml"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "n_modes=25 exceeds the rank" in result.stdout + result.stderr
+    assert _store_bytes(store) == before  # the last good store, untouched
+    assert not (tmp_path / target).exists()  # ... and its marker gone, so the next run retries the stage
+    assert [p.name for p in store.parent.iterdir()] == ["x.zarr"]
+
+
+KILL = {
+    "run": "kill",
+    "backend": "numpy",
+    "fields": {"big": {"source": "synthetic", "stream": True, "units": "K",
+                       "options": {"n_time": 100, "n_lat": 180, "n_lon": 360, "chunks": [100, 4, 360],
+                                   "dtype": "float32", "noise_std": 0.1, "seed": 7}}},
+    "eof": {"fields": ["big"]},
+}
+
+
+@pytest.mark.workflow
+def test_a_job_killed_mid_write_keeps_the_previous_store_and_the_rerun_equals_a_clean_run(tmp_path):
+    target = "results/kill/fields/big.zarr.done"
+    store = tmp_path / "results" / "kill" / "fields" / "big.zarr"
+    changed = {**KILL, "fields": {"big": {**KILL["fields"]["big"],
+                                          "options": {**KILL["fields"]["big"]["options"], "seed": 8}}}}
+    (tmp_path / "first.yaml").write_text(yaml.safe_dump(KILL))
+    (tmp_path / "second.yaml").write_text(yaml.safe_dump(changed))
+    result = _snakemake([target, "--cores", "1", "--configfile", "first.yaml"], cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    before = _store_bytes(store)
+
+    # The second config rewrites the store; kill Snakemake and its job once chunks are being written.
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    job = subprocess.Popen([*SNAKEMAKE, target, "--cores", "1", "--configfile", "second.yaml"], cwd=tmp_path,
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and job.poll() is None:
+            if any(list(tmp.glob("field/c/*/*/*")) for tmp in store.parent.glob(".big.zarr.tmp-*")):
+                os.killpg(job.pid, signal.SIGKILL)
+                break
+            time.sleep(0.005)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    assert job.returncode == -signal.SIGKILL, "the job finished before a chunk was seen being written"
+    assert list(store.parent.glob(".big.zarr.tmp-*"))  # the killed write's leftovers ...
+    assert _store_bytes(store) == before  # ... and the previous complete store, intact
+    assert io.check_store(store)
+
+    result = _snakemake(["--unlock", "--configfile", "second.yaml"], cwd=tmp_path)  # Snakemake's own lock
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = _snakemake([target, "--cores", "1", "--configfile", "second.yaml"], cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert sorted(p.name for p in store.parent.iterdir()) == ["big.zarr", "big.zarr.done"]
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    shutil.copy(tmp_path / "second.yaml", clean / "second.yaml")
+    result = _snakemake([target, "--cores", "1", "--configfile", "second.yaml"], cwd=clean)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert _contents(store.parent) == _contents(clean / "results" / "kill" / "fields")
 
 TILED = {
     "run": "tiled",

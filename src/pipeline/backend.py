@@ -4,15 +4,19 @@ The numerical kernels never import NumPy or CuPy for their math: they take the
 namespace of their input. This module is the one place that decides which
 namespace the labelled layer hands them (``backend: auto | numpy | cupy`` in the
 config), moves a stage's input to the device in one transfer, and brings results
-back to the host in one transfer.
+back to the host in one transfer. It also recognises the device running out of
+memory (:func:`is_out_of_memory`) and retries a stage once with half its memory
+budget (:func:`halve_budget_on_oom`).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -50,15 +54,28 @@ class Backend:
         return np.random.default_rng(seed)
 
 
-def cupy_available() -> bool:
+def cupy_problem() -> str | None:
+    """Why CuPy cannot run here (a clause for a sentence), or ``None`` when it imports and sees a CUDA device."""
     try:
         import cupy
     except ImportError:
-        return False
+        return "CuPy is not installed (pip install -e '.[gpu]')"
+    except Exception as err:  # noqa: BLE001 -- a broken install fails in many ways
+        return f"CuPy fails to import ({type(err).__name__}: {_first_line(err)})"
     try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # noqa: BLE001 -- any CUDA failure means "no usable device"
-        return False
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # noqa: BLE001 -- any CUDA failure means "no usable device"
+        return f"CUDA finds no usable device ({_first_line(err)})"
+    return None if count > 0 else "CuPy sees no CUDA device"
+
+
+def cupy_available() -> bool:
+    """Whether CuPy imports and sees a CUDA device."""
+    return cupy_problem() is None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def resolve(name: str = "auto") -> Backend:
@@ -78,13 +95,11 @@ def resolve(name: str = "auto") -> Backend:
     """
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}.")
+    problem = cupy_problem() if name in ("auto", "cupy") else None
     if name == "auto":
-        name = "cupy" if cupy_available() else "numpy"
-    elif name == "cupy" and not cupy_available():
-        raise ValueError(
-            "backend 'cupy' was requested but CuPy is not installed or no CUDA device "
-            "is visible; install the 'gpu' extra or set backend: numpy."
-        )
+        name = "numpy" if problem else "cupy"
+    elif name == "cupy" and problem:
+        raise ValueError(f"backend: cupy was asked for but {problem}; use backend: auto or numpy.")
     if name == "cupy":
         import array_api_compat.cupy as xp
     else:
@@ -137,3 +152,84 @@ def _as_namespace(draws: Any, xp: ModuleType, dtype: Any) -> Any:
             return xp.asarray(draws, dtype=dtype)
         return xp.asarray(draws, dtype=dtype if dtype is not None else xp.float64)
     return draws if dtype is None else xp.asarray(draws, dtype=dtype)
+
+
+# ---------------------------------------------------------------- device memory
+
+_OOM_TEXT = ("cudaErrorMemoryAllocation", "CUDA_ERROR_OUT_OF_MEMORY", "ALLOC_FAILED")
+
+T = TypeVar("T")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` (or an error it was raised from) is the device running out of memory.
+
+    CuPy's ``cupy.cuda.memory.OutOfMemoryError``, and CUDA, cuBLAS or cuSOLVER
+    allocation failures, recognised by class name and module so that CuPy need
+    not be importable.
+    """
+    seen: BaseException | None = err
+    while seen is not None:
+        kinds = type(seen).__mro__
+        if any(k.__name__ == "OutOfMemoryError" and k.__module__.startswith("cupy") for k in kinds):
+            return True
+        if type(seen).__module__.startswith("cupy") and any(text in str(seen) for text in _OOM_TEXT):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def free_device_memory() -> None:
+    """Return CuPy's cached device blocks to the driver (nothing to do when CuPy was never imported)."""
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        cupy.get_default_memory_pool().free_all_blocks()
+        cupy.get_default_pinned_memory_pool().free_all_blocks()
+
+
+def halve_budget_on_oom(compute: Callable[[dict[str, Any]], T], params: dict[str, Any], *, section: str,
+                        default_mb: float, what: str) -> T:
+    """``compute(params)``; if the device runs out of memory, once more with ``memory_budget_mb`` halved.
+
+    Parameters
+    ----------
+    compute : callable
+        The stage's computation, given its config section.
+    params : dict
+        The config section (``moments`` or ``eof``).
+    section : str
+        Its name, for the messages (``moments.memory_budget_mb``).
+    default_mb : float
+        The budget when ``params`` gives none.
+    what : str
+        What is computed, for the messages (``the moments of results/x/fields/sst.zarr``).
+
+    Raises
+    ------
+    MemoryError
+        The retry ran out of device memory too; the sentence names
+        ``{section}.memory_budget_mb`` and a value to try.
+    """
+    budget = params.get("memory_budget_mb", default_mb)
+    half = budget / 2
+    try:
+        return compute(params)
+    except Exception as err:  # the traceback (and the device arrays it holds) is dropped before the retry
+        if not is_out_of_memory(err):
+            raise
+        log.warning("%s ran out of device memory with %s.memory_budget_mb=%s (%s); retrying once with %s",
+                    what, section, _mb(budget), type(err).__name__, _mb(half))
+    free_device_memory()
+    try:
+        return compute({**params, "memory_budget_mb": half})
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        raise MemoryError(
+            f"{what[0].upper()}{what[1:]} ran out of device memory with {section}.memory_budget_mb={_mb(budget)} "
+            f"and again with {_mb(half)}; set {section}.memory_budget_mb: {_mb(half / 2)} or lower, or backend: numpy."
+        ) from err
+
+
+def _mb(value: float) -> str:
+    return f"{value:.6g}" if abs(value) < 1e6 else str(int(value))

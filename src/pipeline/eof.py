@@ -43,7 +43,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline import eof_sign, grid, io, moments, stream
-from pipeline.backend import Backend, resolve, to_numpy
+from pipeline.backend import Backend, halve_budget_on_oom, resolve, to_numpy
 from pipeline.kernels import eof as kernels
 from pipeline.kernels import streaming as ks
 
@@ -509,11 +509,16 @@ def decompose(source: Any, *, n_modes: int, method: str = "auto", weights: str =
 
 def run(field_store: str | os.PathLike, moments_store: str | os.PathLike, output: str | os.PathLike, *,
         params: dict[str, Any], backend: str = "auto") -> None:
-    """Read a field and its moments store, compute the EOFs and write the eof store."""
+    """Read a field and its moments store, compute the EOFs and write the eof store.
+
+    An out-of-memory error on the device retries once with ``memory_budget_mb``
+    halved (:func:`pipeline.backend.halve_budget_on_oom`).
+    """
     b = resolve(backend)
     moments_ds = io.open_store(moments_store, what="moments store")
     path = os.fspath(field_store)
     if not os.path.exists(path):
         raise FileNotFoundError(f"The fields store {path} does not exist; run the ingest stage first.")
-    ds = compute(path, moments_ds, params=params, backend=b)
+    ds = halve_budget_on_oom(lambda p: compute(path, moments_ds, params=p, backend=b), params, section=STAGE,
+                             default_mb=DEFAULTS["memory_budget_mb"], what=f"the EOFs of {path}")
     io.write_store(ds, output, stage=STAGE, params=params, backend=b.name)

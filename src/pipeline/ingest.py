@@ -11,6 +11,12 @@ subtracted and the ``trend`` that was removed.
 A field larger than ``stream_above_mb`` is processed band by band of
 latitudes (every operation works cell by cell), so it never sits whole in
 memory. The source is only read.
+
+Both paths read the source through :func:`pipeline.sources.open_field`,
+which checks what it reads: coordinates when the files are opened, values
+box by box (an infinite value stops the ingest naming its file, date and
+cell, or is read as missing under ``nonfinite: mask``), so bad data stop
+the ingest before a store is in place.
 """
 
 from __future__ import annotations
@@ -116,7 +122,8 @@ def band_bytes(itemsize: int, processed: bool, stream_above_mb: float, band_mb: 
 
 
 def stream_copy(canon: xr.Dataset, output: str | os.PathLike, *, params: dict[str, Any],
-                p: temporal.TimePlan | None = None, band_mb: float = STREAM_BAND_MB) -> None:
+                p: temporal.TimePlan | None = None, band_mb: float = STREAM_BAND_MB,
+                files: list[str] | None = None) -> None:
     """Write a lazily opened canonical field to ``output`` band by band, time handling applied (bounded memory).
 
     The store is chunked for the EOF stages: all time steps, a band of
@@ -143,7 +150,7 @@ def stream_copy(canon: xr.Dataset, output: str | os.PathLike, *, params: dict[st
     empty = True
     with streamed_field_store(output, _template(canon, p), shape=(n_out, n_lat, n_lon), dtype=field.dtype,
                               chunks=(n_out, rows, cols), field_attrs=attrs["field"], stage="ingest", params=params,
-                              extra=extra) as arrays:
+                              extra=extra, sources=files) as arrays:
         for i0 in range(0, n_lat, rows):
             for j0 in range(0, n_lon, cols):
                 box = (slice(i0, i0 + rows), slice(j0, j0 + cols))
@@ -167,7 +174,8 @@ def run(name: str, output: str | os.PathLike, *, params: dict[str, Any]) -> None
     Small fields are read whole; a field larger than ``stream_above_mb`` (a key
     of the field's entry, default 512) is processed band by band, and a
     synthetic field with ``stream: true`` is generated straight into the
-    store, so neither ever sits whole in memory.
+    store, so neither ever sits whole in memory. The store records a SHA-256
+    of each source file (``pipeline_source_sha256``).
     """
     if params.get("source") == "synthetic" and params.get("stream"):
         if temporal.spec_of(name, params).active or params.get("years"):
@@ -176,11 +184,12 @@ def run(name: str, output: str | os.PathLike, *, params: dict[str, Any]) -> None
         options = dict(params.get("options") or {})
         synthetic.write_planted_modes_store(output, field_name=name, units=params.get("units", "K"), **options)
         return
+    files = None if params.get("source") == "synthetic" else [str(f) for f in sources.resolve_paths(name, params)[0]]
     canon = sources.open_field(name, params)
     try:
         p = _plan(canon, name, params)
         if canon["field"].nbytes > params.get("stream_above_mb", 512) * 2**20:
-            stream_copy(canon, output, params=params, p=p)
+            stream_copy(canon, output, params=params, p=p, files=files)
             return
         canon = canon.load()
     finally:
@@ -189,4 +198,4 @@ def run(name: str, output: str | os.PathLike, *, params: dict[str, Any]) -> None
     _check_not_empty(out["field"], name)
     if p.describe():
         log.info("ingest %s: %s", name, p.describe())
-    write_store(out, output, stage="ingest", params=params)
+    write_store(out, output, stage="ingest", params=params, sources=files)

@@ -1,8 +1,11 @@
-"""Logging for a stage run by Snakemake: to the rule's log file, and errors in one line.
+"""Logging for a stage run by Snakemake: to the rule's log file, and a failure in one sentence.
 
-:func:`logged` sends the ``pipeline`` loggers to a file (and stderr), and when
-the stage fails writes the error's one-sentence message first, then the
-traceback, so ``snakemake`` shows users what went wrong without digging.
+:func:`logged` sends the ``pipeline`` loggers to a file (and stderr). When the
+stage fails it writes the error and its traceback to the log file, then prints
+the error's one-sentence message (``ValueError: ...``) to stderr as the job's
+very last output and exits with status 1, so that no Python traceback follows
+the sentence in what ``snakemake`` shows (Snakemake runs a ``script:`` in its
+own Python process, so the exit ends only the job).
 """
 
 from __future__ import annotations
@@ -10,36 +13,52 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+DATEFMT = "%Y-%m-%d %H:%M:%S"
+
 
 @contextmanager
 def logged(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
-    """Log ``pipeline.*`` at INFO to ``path`` (and stderr) for the duration of the block."""
+    """Log ``pipeline.*`` at INFO to ``path`` (and stderr) for the duration of the block.
+
+    An exception escaping the block is written, with its traceback, to
+    ``path``; then ``Type: message`` is printed to stderr and the process
+    exits with status 1 (:class:`SystemExit`) instead of printing a traceback.
+    """
     logger = logging.getLogger("pipeline")
     logger.setLevel(logging.INFO)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    fmt = logging.Formatter(FORMAT, DATEFMT)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    file_handler = None
     if path is not None:
         os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-        file_handler = logging.FileHandler(path, mode="w")
-        handlers.append(file_handler)
+        handlers.append(logging.FileHandler(path, mode="w"))
     for handler in handlers:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
     try:
         yield logger
     except Exception as err:
-        logger.error("%s: %s", type(err).__name__, err)
-        if file_handler is not None:
-            file_handler.stream.write("".join(traceback.format_exception(err)))
-        raise
+        _detach(logger, handlers)
+        sentence = f"{type(err).__name__}: {err}"
+        if path is not None:
+            with open(path, "a", encoding="utf-8") as log_file:
+                log_file.write(f"{time.strftime(DATEFMT)} ERROR {logger.name}: {sentence}\n")
+                log_file.write("".join(traceback.format_exception(err)))
+        sys.stdout.flush()
+        print(sentence, file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     finally:
-        for handler in handlers:
-            logger.removeHandler(handler)
-            handler.flush()
-        if file_handler is not None:
-            file_handler.close()
+        _detach(logger, handlers)
+
+
+def _detach(logger: logging.Logger, handlers: list[logging.Handler]) -> None:
+    """Remove and close the block's handlers (again harmlessly)."""
+    for handler in handlers:
+        logger.removeHandler(handler)
+        handler.flush()
+        handler.close()

@@ -40,7 +40,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline import grid, io, stream
-from pipeline.backend import Backend, resolve, to_numpy
+from pipeline.backend import Backend, halve_budget_on_oom, resolve, to_numpy
 from pipeline.kernels import streaming as ks
 
 log = logging.getLogger(__name__)
@@ -308,12 +308,17 @@ def reduce(partials: Sequence[xr.Dataset], *, params: dict[str, Any]) -> xr.Data
 
 def run(field_store: str | os.PathLike, output: str | os.PathLike, *, params: dict[str, Any],
         backend: str = "auto", part: tuple[int, int] | None = None) -> None:
-    """Read a fields store, compute its moments (or one part of them) and write the store."""
+    """Read a fields store, compute its moments (or one part of them) and write the store.
+
+    An out-of-memory error on the device retries once with ``memory_budget_mb``
+    halved (:func:`pipeline.backend.halve_budget_on_oom`).
+    """
     b = resolve(backend)
     path = os.fspath(field_store)
     if not os.path.exists(path):
         raise FileNotFoundError(f"The fields store {path} does not exist; run the ingest stage first.")
-    ds = compute(path, params=params, backend=b, part=part)
+    ds = halve_budget_on_oom(lambda p: compute(path, params=p, backend=b, part=part), params, section=STAGE,
+                             default_mb=DEFAULTS["memory_budget_mb"], what=f"the moments of {path}")
     io.write_store(ds, output, stage=STAGE if part is None else f"{STAGE}_tile", params=params, backend=b.name)
 
 

@@ -13,6 +13,15 @@ Time is decoded here, not by xarray: the stored numbers of each file go
 through :func:`pipeline.timeaxis.decode` with the file's own units and
 calendar, or with ``time_units`` / ``calendar`` from the config when given
 (so ``months since 1958-01-01`` and mislabelled files are readable).
+
+The data are checked as they are read, so nothing reaches the analysis
+silently different from the source: coordinates when a file is opened (no
+NaN in time, lat or lon; latitudes within [-90, 90]; no repeated latitude or
+longitude; longitudes made one increasing run, a date-line wrap rolled),
+``select`` values matched exactly (nearest only within ``select_tolerance``,
+the value used recorded in the field's ``selected`` attribute), and values
+box by box as they are read (``inf`` is an error naming the file, date and
+cell, or missing with a warning under ``nonfinite: mask``).
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import xarray as xr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from pipeline import synthetic, timeaxis
+from pipeline import coords, synthetic, timeaxis
 from pipeline.grid import canonical_dims
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,7 @@ SYNTHETIC_KINDS = ("modes", "regression", "distribution")
 DIMS = ("time", "lat", "lon")
 _GLOB_CHARS = "*?["
 _BENIGN_TIME_WARNINGS = ("Unable to decode time axis into full numpy.datetime64", "Ambiguous reference date string")
+NONFINITE = ("error", "mask")
 
 
 def open_field(name: str, spec: dict[str, Any]) -> xr.Dataset:
@@ -52,18 +62,22 @@ def open_field(name: str, spec: dict[str, Any]) -> xr.Dataset:
     spec : dict
         The field's config entry: ``source``, ``path`` (file, Zarr store, glob
         pattern or list of files), ``variable`` (optional when each file has
-        one variable of 3 or more dimensions), ``select`` (values to pick, by
-        nearest match, on extra axes), ``time_units`` and ``calendar``
-        (override the files'), ``units`` and ``long_name`` (override the
-        variable's attributes). ``years`` is not applied here.
+        one variable of 3 or more dimensions), ``select`` (values to pick on
+        extra axes, exactly) and ``select_tolerance`` (a distance, or a
+        mapping axis -> distance, within which the nearest value is taken
+        instead), ``time_units`` and ``calendar`` (override the files'),
+        ``units`` and ``long_name`` (override the variable's attributes),
+        ``nonfinite`` (``error``, the default, or ``mask``: infinite values
+        read as NaN, with a warning). ``years`` is not applied here.
 
     Returns
     -------
     xr.Dataset
-        ``field(time, lat, lon)`` (float, latitudes ascending, time sorted),
-        lazily read from the files; ``time`` decoded, ``lat``/``lon`` float64
-        with CF attributes; the planted-truth variables of a synthetic or
-        single-file source; attributes ``field_name``, ``field_units``,
+        ``field(time, lat, lon)`` (float, latitudes ascending, longitudes one
+        increasing run, time sorted), lazily read from the files, its
+        ``selected`` attribute giving the values ``select`` used; ``time``
+        decoded, ``lat``/``lon`` float64 with CF attributes; the planted-truth
+        variables of a synthetic or single-file source; attributes ``field_name``, ``field_units``,
         ``source``, ``source_files`` and ``Conventions``. ``close()`` closes
         every file.
 
@@ -73,17 +87,24 @@ def open_field(name: str, spec: dict[str, Any]) -> xr.Dataset:
         If a file or store is missing, or a pattern matches nothing.
     ValueError
         If a file cannot be read, lacks the variable or an axis, has time
-        steps that cannot be decoded, or the files disagree (grid, calendar,
-        repeated or overlapping time steps).
+        steps that cannot be decoded, a coordinate is invalid (NaN, latitude
+        beyond +-90, a repeated value), a ``select`` value is not in its
+        coordinate, or the files disagree (grid, calendar, selection,
+        repeated or overlapping time steps). Reading the field raises it for
+        an infinite value unless ``nonfinite`` is ``mask``.
     """
     if not isinstance(spec, dict):
         raise TypeError(f"Field {name!r}: the config entry must be a mapping; got {type(spec).__name__}.")
     source = spec.get("source")
     if source not in SOURCES:
         raise ValueError(f"Field {name!r}: source must be one of {', '.join(SOURCES)}; got {source!r}.")
+    nonfinite = spec.get("nonfinite", "error")
+    if nonfinite not in NONFINITE:
+        raise ValueError(f"Field {name!r}: nonfinite must be one of {', '.join(NONFINITE)}; got {nonfinite!r}.")
+    coords.tolerances(name, spec)
     if source == "synthetic":
         return _open_synthetic(name, spec)
-    paths, label = _resolve_paths(name, spec)
+    paths, label = resolve_paths(name, spec)
     opened: list[xr.Dataset] = []
     try:
         pieces = []
@@ -103,8 +124,8 @@ def open_field(name: str, spec: dict[str, Any]) -> xr.Dataset:
 # ---------------------------------------------------------------- paths and files
 
 
-def _resolve_paths(name: str, spec: dict[str, Any]) -> tuple[list[Path], str]:
-    """The files of the field, and the ``source`` label (path, pattern or list)."""
+def resolve_paths(name: str, spec: dict[str, Any]) -> tuple[list[Path], str]:
+    """The files of field ``name`` (a glob expanded, sorted), and the ``source`` label (path, pattern or list)."""
     raw = spec.get("path")
     if raw is None or (isinstance(raw, (str, list, tuple)) and len(raw) == 0):
         raise ValueError(f"Field {name!r}: set fields.{name}.path to a file, a Zarr store, a glob pattern or a list of files.")
@@ -151,8 +172,9 @@ class _Piece:
     """One file of a field: its variable and how to read it in canonical order.
 
     ``var`` keeps the file's dimension order (``dims``, a permutation of
-    ``time, lat, lon``); ``time_index`` and ``lat_index`` map canonical
-    (sorted) positions to the file's own.
+    ``time, lat, lon``); ``time_index``, ``lat_index`` and ``lon_index`` map
+    canonical (sorted) positions to the file's own. ``selected`` is what
+    ``select`` picked, as ``(axis, asked, used)``.
     """
 
     path: Path
@@ -165,9 +187,11 @@ class _Piece:
     lat: np.ndarray
     lat_index: np.ndarray
     lon: np.ndarray
+    lon_index: np.ndarray
     attrs: dict
     variable: str
     truth: dict
+    selected: list[tuple[str, Any, Any]]
 
 
 def _choose_variable(ds: xr.Dataset, name: str, spec: dict[str, Any], where: str) -> str:
@@ -184,32 +208,40 @@ def _choose_variable(ds: xr.Dataset, name: str, spec: dict[str, Any], where: str
     return str(variable)
 
 
-def _three_axes(ds: xr.Dataset, name: str, spec: dict[str, Any], where: str) -> tuple[xr.DataArray, str]:
-    """The chosen variable with its axes renamed, ``select`` applied and singleton axes dropped."""
+def _three_axes(ds: xr.Dataset, name: str, spec: dict[str, Any],
+                where: str) -> tuple[xr.DataArray, str, list[tuple[str, Any, Any]]]:
+    """The chosen variable with its axes renamed, ``select`` applied and singleton axes dropped.
+
+    Also returns what ``select`` picked: ``(axis, asked, used)`` per axis.
+    """
     variable = _choose_variable(ds, name, spec, where)
     da = canonical_dims(ds[variable], f"variable {variable!r} of field {name!r} ({where})")
+    tolerances = coords.tolerances(name, spec)
+    selected = []
     for dim, value in (spec.get("select") or {}).items():
         if dim in DIMS:
             raise ValueError(f"Field {name!r}: 'select' picks a value of an extra axis; {dim!r} is one of time, lat, lon.")
         if dim not in da.dims:
             raise ValueError(f"Field {name!r}: 'select' names {dim!r}, which is not a dimension of {variable!r} ({where}).")
-        try:
-            da = da.sel({dim: value}, method="nearest")
-        except (KeyError, ValueError, TypeError) as err:
-            raise ValueError(f"Field {name!r}: could not select {dim}={value!r} in {variable!r} ({where}): {err}.") from err
+        da, used = coords.select(da, str(dim), value, tolerances.get(str(dim)), name, where)
+        selected.append((str(dim), value, used))
     extra = [str(d) for d in da.dims if d not in DIMS]
     da = da.squeeze([d for d in extra if da.sizes[d] == 1], drop=True)
     extra = [d for d in extra if d in da.dims]
     if extra:
         raise ValueError(f"Field {name!r}: variable {variable!r} has extra dimensions {extra} ({where}); pick one "
                          f"level with 'select' (e.g. select: {{{extra[0]}: <value>}}).")
-    return da, variable
+    return da, variable, selected
 
 
 def _decoded_time(da: xr.DataArray, name: str, spec: dict[str, Any], where: str) -> tuple[np.ndarray, str]:
     """The dates of the time axis, decoded with the file's or the config's units and calendar."""
     values = np.asarray(da["time"].values)
     attrs = da["time"].attrs
+    missing = np.isnat(values) if values.dtype.kind in "mM" else (
+        np.isnan(values) if values.dtype.kind == "f" else np.zeros(values.shape, dtype=bool))
+    if missing.any():
+        coords.missing_coordinate("time", int(np.flatnonzero(missing)[0]), values.size, name, where)
     if values.dtype.kind == "M" or (values.dtype == object and timeaxis.is_dates(values)):
         return values, timeaxis.calendar_of(values) if values.size else "standard"
     units = spec.get("time_units") or attrs.get("units")
@@ -228,19 +260,9 @@ def _decoded_time(da: xr.DataArray, name: str, spec: dict[str, Any], where: str)
                          f"{calendar!r} ({err}); set fields.{name}.time_units and fields.{name}.calendar.") from err
 
 
-def _lat_order(lat: np.ndarray) -> np.ndarray:
-    """Positions that sort ``lat`` ascending (a reversed range for a descending axis)."""
-    n = lat.size
-    if n < 2 or np.all(np.diff(lat) >= 0):
-        return np.arange(n)
-    if np.all(np.diff(lat) < 0):
-        return np.arange(n)[::-1]
-    return np.argsort(lat, kind="stable")
-
-
 def _piece(ds: xr.Dataset, name: str, spec: dict[str, Any], path: Path) -> _Piece:
     where = repr(str(path))
-    da, variable = _three_axes(ds, name, spec, where)
+    da, variable, selected = _three_axes(ds, name, spec, where)
     if da.sizes["time"] == 0:
         raise ValueError(f"Field {name!r}: {where} has no time steps; remove it from fields.{name}.path.")
     time, calendar = _decoded_time(da, name, spec, where)
@@ -248,26 +270,28 @@ def _piece(ds: xr.Dataset, name: str, spec: dict[str, Any], path: Path) -> _Piec
     time_index = np.argsort(keys, kind="stable")
     if np.any(np.diff(keys) < 0) and np.all(np.diff(keys[time_index]) > 0):
         log.info("field %s: the %d time steps of %s are not in order; sorted them", name, keys.size, path)
-    lat = np.asarray(da["lat"].values, dtype=np.float64)
-    lon = np.asarray(da["lon"].values, dtype=np.float64)
-    lat_index = _lat_order(lat)
+    lat = coords.checked_axis(da, "lat", name, where)
+    lon = coords.checked_axis(da, "lon", name, where)
+    lat_index = coords.lat_order(lat)
+    lon_index, lon = coords.lon_order(lon, name, where)
     return _Piece(path=path, var=da.variable, dims=tuple(str(d) for d in da.dims), time=time[time_index],
                   keys=keys[time_index], calendar=calendar, time_index=time_index, lat=lat[lat_index],
-                  lat_index=lat_index, lon=lon, attrs=dict(da.attrs), variable=variable,
-                  truth=_truth(ds, time_index, lat_index))
+                  lat_index=lat_index, lon=lon, lon_index=lon_index, attrs=dict(da.attrs), variable=variable,
+                  truth=_truth(ds, time_index, lat_index, lon_index), selected=selected)
 
 
 def _is_truth(variable: Any) -> bool:
     return str(variable).startswith("true_") or variable in ("land", "predictors")
 
 
-def _truth(ds: xr.Dataset, time_index: np.ndarray, lat_index: np.ndarray) -> dict[str, xr.DataArray]:
+def _truth(ds: xr.Dataset, time_index: np.ndarray, lat_index: np.ndarray,
+           lon_index: np.ndarray) -> dict[str, xr.DataArray]:
     """Planted-truth variables of a file (``true_*``, ``land``, ``predictors``), in canonical order, loaded.
 
     Their time/lat/lon coordinates are dropped: the field's apply.
     """
     out = {}
-    order = {"time": time_index, "lat": lat_index}
+    order = {"time": time_index, "lat": lat_index, "lon": lon_index}
     for v in filter(_is_truth, ds.data_vars):
         da = canonical_dims(ds[v], f"variable {v!r}", require=())
         da = da.isel({d: order[d] for d in da.dims if d in order and da.sizes[d] == order[d].size})
@@ -303,6 +327,10 @@ def _check_and_order(pieces: list[_Piece], name: str) -> list[_Piece]:
                              f"types (one before 1582 in the standard calendar); set fields.{name}.calendar to "
                              "proleptic_gregorian.")
     for p in pieces[1:]:
+        if _selected_text(p.selected) != _selected_text(first.selected):
+            raise ValueError(f"Field {name!r}: select uses {_selected_text(p.selected)} in {str(p.path)!r} but "
+                             f"{_selected_text(first.selected)} in {str(first.path)!r}; all files of a field must give "
+                             f"the same selection, so lower fields.{name}.select_tolerance or fix the files.")
         for axis in ("lat", "lon"):
             if not _same_axis(getattr(p, axis), getattr(first, axis)):
                 raise ValueError(f"Field {name!r}: the {axis} coordinates of {str(p.path)!r} differ from those of "
@@ -340,7 +368,7 @@ def _read_box(piece: _Piece, t: np.ndarray, lat: np.ndarray, lon: np.ndarray) ->
     Only the box covering the wanted positions is read from the file (one
     basic slice per axis), then picked and transposed in memory.
     """
-    raw = {"time": piece.time_index[t], "lat": piece.lat_index[lat], "lon": lon}
+    raw = {"time": piece.time_index[t], "lat": piece.lat_index[lat], "lon": piece.lon_index[lon]}
     box = tuple(slice(int(raw[d].min()), int(raw[d].max()) + 1) for d in piece.dims)
     block = np.asarray(piece.var[box].values)
     picks = [raw[d] - raw[d].min() for d in piece.dims]
@@ -350,10 +378,16 @@ def _read_box(piece: _Piece, t: np.ndarray, lat: np.ndarray, lon: np.ndarray) ->
 
 
 class _FileStack(BackendArray):
-    """The files of a field joined along time, read box by box (outer indexing)."""
+    """The files of a field joined along time, read box by box (outer indexing).
 
-    def __init__(self, pieces: list[_Piece], dtype: np.dtype) -> None:
+    Every box read is checked for infinite values: an error naming the
+    file, date and cell, or (``nonfinite="mask"``) NaN with a warning.
+    """
+
+    def __init__(self, pieces: list[_Piece], dtype: np.dtype, name: str, nonfinite: str) -> None:
         self.pieces = pieces
+        self.name = name
+        self.nonfinite = nonfinite
         self.starts = np.cumsum([0] + [p.time.size for p in pieces])
         self.shape = (int(self.starts[-1]), pieces[0].lat.size, pieces[0].lon.size)
         self.dtype = np.dtype(dtype)
@@ -370,19 +404,60 @@ class _FileStack(BackendArray):
             for piece, start, stop in zip(self.pieces, self.starts[:-1], self.starts[1:]):
                 inside = (t >= start) & (t < stop)
                 if inside.any():
-                    out[inside] = _read_box(piece, t[inside] - start, lat, lon)
+                    out[inside] = self._finite(_read_box(piece, t[inside] - start, lat, lon), piece,
+                                               t[inside] - start, lat, lon)
         return out[scalar]
+
+    def _finite(self, block: np.ndarray, piece: _Piece, t: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        """``block`` (positions ``t, lat, lon`` of ``piece``) checked for infinite values, or with them masked."""
+        if block.dtype.kind != "f" or not block.size:
+            return block
+        if np.isfinite(np.fmax.reduce(block, axis=None)) and np.isfinite(np.fmin.reduce(block, axis=None)):
+            return block  # two reductions, no temporary: the usual case
+        bad = np.isinf(block)
+        if not bad.any():  # all NaN
+            return block
+        count = int(bad.sum())
+        if self.nonfinite == "mask":
+            log.warning("field %s: %d infinite values read from %s treated as missing (nonfinite: mask)", self.name,
+                        count, str(piece.path))
+            return np.where(bad, np.nan, block)
+        i, j, k = np.argwhere(bad)[0]  # the earliest step, then the first cell
+        which = "the only infinite value" if count == 1 else f"the first of {count} infinite values"
+        raise ValueError(
+            f"Field {self.name!r}: variable {piece.variable!r} of {str(piece.path)!r} is {block[i, j, k]} at "
+            f"{_date_text(piece.time, int(t[i]))}, lat {coords.fmt(piece.lat[lat[j]])}, lon {coords.fmt(piece.lon[lon[k]])} "
+            f"({which} read); replace them with NaN in the source, or set fields.{self.name}.nonfinite: mask to "
+            "read them as missing.")
 
 
 def _assemble(pieces: list[_Piece], name: str, spec: dict[str, Any], label: str) -> xr.Dataset:
     dtype = np.result_type(*[p.var.dtype for p in pieces])
     if not np.issubdtype(dtype, np.floating):
         dtype = np.dtype(np.float64)
-    field = xr.Variable(DIMS, indexing.LazilyIndexedArray(_FileStack(pieces, dtype)))
+    stack = _FileStack(pieces, dtype, name, spec.get("nonfinite", "error"))
+    field = xr.Variable(DIMS, indexing.LazilyIndexedArray(stack))
     first = pieces[0]
-    coords = {"time": np.concatenate([p.time for p in pieces]), "lat": first.lat, "lon": first.lon}
+    axes = {"time": np.concatenate([p.time for p in pieces]), "lat": first.lat, "lon": first.lon}
     truth = first.truth if len(pieces) == 1 else {}
-    return _dataset(field, coords, first.attrs, first.variable, truth, name, spec, label, len(pieces))
+    _log_selection(name, spec, first.selected)
+    return _dataset(field, axes, first.attrs, first.variable, truth, name, spec, label, len(pieces),
+                    _selected_text(first.selected))
+
+
+def _selected_text(selected: list[tuple[str, Any, Any]]) -> str:
+    """The values ``select`` used, as ``level=1000.0, member=3``."""
+    return ", ".join(f"{dim}={coords.fmt(used)}" for dim, _, used in selected)
+
+
+def _log_selection(name: str, spec: dict[str, Any], selected: list[tuple[str, Any, Any]]) -> None:
+    for dim, asked, used in selected:
+        if coords.fmt(asked) == coords.fmt(used) or (coords.is_number(asked) and float(asked) == float(used)):
+            log.info("field %s: selected %s=%s", name, dim, coords.fmt(used))
+        else:
+            log.info("field %s: select %s=%s is not in the %s coordinate; used %s=%s, the nearest within "
+                     "select_tolerance %s", name, dim, coords.fmt(asked), dim, dim, coords.fmt(used),
+                     coords.fmt(coords.tolerances(name, spec)[dim]))
 
 
 # ---------------------------------------------------------------- synthetic sources and attributes
@@ -391,13 +466,15 @@ def _assemble(pieces: list[_Piece], name: str, spec: dict[str, Any], label: str)
 def _open_synthetic(name: str, spec: dict[str, Any]) -> xr.Dataset:
     ds = _synthetic(name, spec)
     spec = {**spec, "variable": spec.get("variable") or "field"}
-    da, variable = _three_axes(ds, name, spec, "synthetic")
+    da, variable, selected = _three_axes(ds, name, spec, "synthetic")
     da = da.transpose(*DIMS).sortby("lat")
     if not np.issubdtype(da.dtype, np.floating):
         da = da.astype(np.float64)
     truth = {str(v): ds[v] for v in filter(_is_truth, ds.data_vars)}  # generated on the canonical grid
-    coords = {d: da[d].values for d in DIMS}
-    return _dataset(da.variable, coords, dict(da.attrs), variable, truth, name, spec, "synthetic", 0)
+    axes = {d: da[d].values for d in DIMS}
+    _log_selection(name, spec, selected)
+    return _dataset(da.variable, axes, dict(da.attrs), variable, truth, name, spec, "synthetic", 0,
+                    _selected_text(selected))
 
 
 def _synthetic(name: str, spec: dict[str, Any]) -> xr.Dataset:
@@ -417,11 +494,12 @@ def _synthetic(name: str, spec: dict[str, Any]) -> xr.Dataset:
     raise ValueError(f"Field {name!r}: synthetic kind must be one of {', '.join(SYNTHETIC_KINDS)}; got {kind!r}.")
 
 
-def _dataset(field: xr.Variable, coords: dict[str, np.ndarray], attrs: dict, variable: str, truth: dict, name: str,
-             spec: dict[str, Any], label: str, n_files: int) -> xr.Dataset:
+def _dataset(field: xr.Variable, axes: dict[str, np.ndarray], attrs: dict, variable: str, truth: dict, name: str,
+             spec: dict[str, Any], label: str, n_files: int, selected: str = "") -> xr.Dataset:
     """The canonical Dataset: ``field`` with CF attributes, coordinates, truth variables, provenance.
 
-    ``field`` is a ``(time, lat, lon)`` Variable, kept as it is (lazy for a file source).
+    ``field`` is a ``(time, lat, lon)`` Variable, kept as it is (lazy for a file source);
+    ``selected`` (the values ``select`` used) becomes its attribute of that name.
     """
     units = spec.get("units") or attrs.get("units", "1")
     field = field.copy(deep=False)
@@ -429,9 +507,11 @@ def _dataset(field: xr.Variable, coords: dict[str, np.ndarray], attrs: dict, var
                    "source_variable": variable}
     if "standard_name" in attrs:
         field.attrs["standard_name"] = attrs["standard_name"]
-    coords = {"time": np.asarray(coords["time"]), "lat": np.asarray(coords["lat"], dtype=np.float64),
-              "lon": np.asarray(coords["lon"], dtype=np.float64)}
-    out = xr.Dataset({"field": field}, coords=coords)
+    if selected:
+        field.attrs["selected"] = selected
+    axes = {"time": np.asarray(axes["time"]), "lat": np.asarray(axes["lat"], dtype=np.float64),
+            "lon": np.asarray(axes["lon"], dtype=np.float64)}
+    out = xr.Dataset({"field": field}, coords=axes)
     for v, da in truth.items():
         out[v] = da
     out["lat"].attrs.update(units="degrees_north", standard_name="latitude", long_name="latitude")

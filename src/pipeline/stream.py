@@ -20,6 +20,7 @@ to read the (small) coordinates and attributes of a store.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import numbers
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from pipeline import io
 from pipeline.backend import Backend
 from pipeline.grid import as_field
 
@@ -221,6 +223,14 @@ class ZarrSource(FieldSource):
     read with ``zarr`` box by box. Packed variables (``scale_factor``,
     ``add_offset``, ``_FillValue``) are decoded as xarray would.
 
+    A store written by this pipeline is checked against its manifest
+    (:mod:`pipeline.io`): every chunk file it lists must be there when the
+    store is opened, and each chunk read must match its checksum; a missing or
+    damaged chunk raises :class:`pipeline.io.CorruptStoreError` naming the
+    store, the variable and the chunk. A chunk that cannot be decoded raises
+    the same error, in any store. Stores without a manifest (a user's Zarr
+    source) are read as they are.
+
     Parameters
     ----------
     path : path-like
@@ -235,7 +245,8 @@ class ZarrSource(FieldSource):
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"The fields store {path} does not exist; run the ingest stage first.")
-        with warnings.catch_warnings():  # Snakemake marks directory outputs with a .snakemake_timestamp file
+        self.has_manifest = io.check_store(path, "fields store", checksums=False)
+        with warnings.catch_warnings():  # stores of older versions hold Snakemake's .snakemake_timestamp file
             warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp is not recognized")
             with xr.open_dataset(path, engine="zarr", consolidated=False, chunks=None) as ds:
                 if variable not in ds.data_vars:
@@ -245,18 +256,39 @@ class ZarrSource(FieldSource):
                     raise ValueError(f"The variable {variable!r} of {path} must have dimensions {DIMS} in that order; got {var.dims}.")
                 for d in DIMS:
                     setattr(self, d, np.asarray(ds[d].values))
-                self.attrs = dict(ds.attrs)
+                self.attrs = {k: v for k, v in ds.attrs.items() if k != io.MANIFEST}
                 self.units = str(var.attrs.get("units", ""))
                 decoded, encoding = var.dtype, dict(var.encoding)
-            self._array = zarr.open_group(str(path), mode="r")[variable]
+            self._array = zarr.open_group(io.checked_zarr_store(path, "fields store"), mode="r")[variable]
         self.path, self.variable = path, variable
         self._set_axes(self._array.shape, decoded, self._array.chunks, f"{variable} of {path}")
         self._decode = _decoder(encoding, self.dtype, np.dtype(self._array.dtype))
 
     def read(self, tile: Tile) -> np.ndarray:
         self._check_tile(tile)
-        raw = self._array[tile.time, tile.lat, tile.lon]
+        try:
+            raw = self._array[tile.time, tile.lat, tile.lon]
+        except io.CorruptStoreError:
+            raise
+        except Exception as err:  # noqa: BLE001 -- a codec's error, whatever its type, is named by its chunk
+            raise self._undecodable(tile, err) from err
         return np.ascontiguousarray(self._decode(raw) if self._decode else raw, dtype=self.dtype)
+
+    def _undecodable(self, tile: Tile, err: Exception) -> Exception:
+        """The error naming the first chunk of ``tile`` that cannot be read on its own (or the tile's span)."""
+        spans = [range(s.start // c, -(-s.stop // c)) for s, c in zip((tile.time, tile.lat, tile.lon), self.chunks)]
+        where = ", ".join(f"{d} {s.start}:{s.stop}" for d, s in zip(DIMS, (tile.time, tile.lat, tile.lon)))
+        where = f"the box {where}"
+        for coords in itertools.product(*spans):
+            box = tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, self.chunks))
+            try:
+                self._array[box]
+            except Exception:  # noqa: BLE001 -- this is the chunk
+                where = f"chunk file {self.variable}/{self._array.metadata.encode_chunk_key(coords)}"
+                break
+        return io.CorruptStoreError(
+            f"Could not decode {where} of variable {self.variable!r} in the fields store {self.path} "
+            f"({type(err).__name__}: {err}); the file is damaged: {io.rewrite_hint(self.path)}.")
 
 
 def _decoder(encoding: dict, dtype: np.dtype, raw_dtype: np.dtype) -> Any:

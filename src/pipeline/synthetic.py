@@ -372,7 +372,8 @@ def write_planted_modes_store(
         "Conventions": "CF-1.10",
         **provenance("synthetic", {"n_time": n_time, "n_lat": n_lat, "n_lon": n_lon, "variances": list(variances),
                                    "noise_std": noise_std, "mean": mean, "land_fraction": land_fraction,
-                                   "weights": weights, "seed": seed, "dtype": dtype, "chunks": list(chunks)}),
+                                   "weights": weights, "seed": seed, "dtype": dtype, "chunks": list(chunks)},
+                      dtype=dtype),
     }  # fmt: skip
 
     with atomic_directory(path) as tmp:

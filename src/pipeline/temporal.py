@@ -186,7 +186,7 @@ def plan(time: Any, spec: TimeSpec, name: str = "field") -> TimePlan:
     if not timeaxis.is_dates(time):
         if spec.active or spec.years:
             raise ValueError(f"Field {name!r}: the time axis holds plain numbers, not dates; set "
-                             "fields.<name>.time_units (e.g. 'days since 1950-01-01') to use years or time handling.")
+                             f"fields.{name}.time_units (e.g. 'days since 1950-01-01') to use years or time handling.")
         return TimePlan(spec, "", time.size, np.arange(time.size), None, None, 0, 1, "", [], [], time)
     calendar = timeaxis.calendar_of(time)
     years, months, days = timeaxis.date_fields(time)

@@ -1,7 +1,10 @@
 import glob
+import os
 import re
 
+import pipeline.config as config_checks
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")  # 1e-8: a string to YAML 1.1
@@ -33,7 +36,17 @@ CLI_CONFIG = workflow.config_settings.config
 update_config(
     config, {k: typed(v) for k, v in CLI_CONFIG.items() if not isinstance(v, str)}
 )
-validate(config, schema="../schemas/config.schema.yaml")
+
+# Validate at the door, before any job: each problem stops the run with one sentence
+# (pipeline.config; the Snakefile has put src/ on sys.path). Snakemake's validate then fills the defaults.
+SCHEMA = os.path.join(workflow.basedir, "schemas", "config.schema.yaml")
+try:
+    config_checks.check_schema(config, SCHEMA)
+    validate(config, schema="../schemas/config.schema.yaml")
+    config_checks.check_field_names(config)
+    config_checks.check_backend(config["backend"])
+except config_checks.ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 RESULTS = f"results/{config['run']}"
 FIELDS = list(config["fields"])
@@ -44,41 +57,6 @@ TARGETS = [REGRESSION["target"]] if REGRESSION.get("target") else []
 
 
 SIGN_RULES = [] if isinstance(config["eof"]["sign"], str) else config["eof"]["sign"]
-
-
-def check_field_names():
-    """Every field a stage names must be declared under 'fields'."""
-    sign_fields = [
-        sign_rule["field"] for sign_rule in SIGN_RULES if "field" in sign_rule
-    ]
-    named = {
-        "eof.fields": EOF_FIELDS,
-        "eof.sign": sign_fields,
-        "distributions.fields": DIST_FIELDS,
-        "regression.target": TARGETS,
-        "regression.predictor": [REGRESSION["predictor"]] if TARGETS else [],
-    }
-    for key, names in named.items():
-        for name in names:
-            if name not in FIELDS:
-                raise ValueError(
-                    f"Config key {key} names field {name!r}, which is not declared under "
-                    f"'fields' (declared: {', '.join(FIELDS)})."
-                )
-    if TARGETS and REGRESSION["predictor"] not in EOF_FIELDS:
-        raise ValueError(
-            f"Config key regression.predictor is {REGRESSION['predictor']!r}, but its EOFs are "
-            f"not computed; add it to eof.fields."
-        )
-    for name in sign_fields:
-        if name not in EOF_FIELDS:
-            raise ValueError(
-                f"Config key eof.sign has a rule for field {name!r}, whose EOFs are not "
-                f"computed; add it to eof.fields."
-            )
-
-
-check_field_names()
 
 
 wildcard_constraints:
@@ -151,7 +129,18 @@ def eof_mem_mb(wildcards):
 
 
 def store(stage, name):
+    """The Zarr store of a stage and field; rules never declare it (see marker)."""
     return f"{RESULTS}/{stage}/{name}.zarr"
+
+
+def marker(stage, name):
+    """The marker file beside a store, written once the store is complete and in place.
+
+    Rules declare markers as outputs and inputs, so Snakemake never deletes a
+    store before a rerun; the scripts derive the store from it
+    (pipeline.io.store_path and marked_store).
+    """
+    return f"{store(stage, name)}.done"
 
 
 def figure(kind, name):
@@ -170,5 +159,5 @@ def all_outputs():
         for t in TARGETS
         for kind in ("regression_maps", "posterior_map")
     ]
-    outputs += [store("fields", f) for f in FIELDS]
+    outputs += [marker("fields", f) for f in FIELDS]
     return outputs

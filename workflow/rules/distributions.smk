@@ -1,8 +1,8 @@
 rule distributions:
     input:
-        field=store("fields", "{field}"),
+        field=marker("fields", "{field}"),
     output:
-        directory(store("distributions", "{field}")),
+        marker("distributions", "{field}"),
     log:
         f"{RESULTS}/logs/distributions/{{field}}.log",
     conda:

@@ -1,10 +1,10 @@
 rule eof:
     input:
-        field=store("fields", "{field}"),
-        moments=store("moments", "{field}"),
+        field=marker("fields", "{field}"),
+        moments=marker("moments", "{field}"),
         series=sign_series,
     output:
-        directory(store("eof", "{field}")),
+        marker("eof", "{field}"),
     log:
         f"{RESULTS}/logs/eof/{{field}}.log",
     conda:

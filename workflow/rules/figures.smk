@@ -1,6 +1,6 @@
 rule figure_eof_spectrum:
     input:
-        store("eof", "{field}"),
+        marker("eof", "{field}"),
     output:
         report(
             figure("eof_spectrum", "{field}"),
@@ -21,7 +21,7 @@ rule figure_eof_spectrum:
 
 rule figure_eof_maps:
     input:
-        store("eof", "{field}"),
+        marker("eof", "{field}"),
     output:
         report(
             figure("eof_maps", "{field}"),
@@ -42,7 +42,7 @@ rule figure_eof_maps:
 
 rule figure_pc_timeseries:
     input:
-        store("eof", "{field}"),
+        marker("eof", "{field}"),
     output:
         report(
             figure("pc_timeseries", "{field}"),
@@ -63,7 +63,7 @@ rule figure_pc_timeseries:
 
 rule figure_regression_maps:
     input:
-        store("regression", "{target}"),
+        marker("regression", "{target}"),
     output:
         report(
             figure("regression_maps", "{target}"),
@@ -84,7 +84,7 @@ rule figure_regression_maps:
 
 rule figure_distribution_map:
     input:
-        store("distributions", "{field}"),
+        marker("distributions", "{field}"),
     output:
         report(
             figure("distribution_map", "{field}"),
@@ -105,7 +105,7 @@ rule figure_distribution_map:
 
 rule figure_posterior_map:
     input:
-        store("posterior", "{target}"),
+        marker("posterior", "{target}"),
     output:
         report(
             figure("posterior_map", "{target}"),

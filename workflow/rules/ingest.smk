@@ -2,7 +2,7 @@ rule ingest:
     input:
         source_files,
     output:
-        directory(store("fields", "{field}")),
+        marker("fields", "{field}"),
     log:
         f"{RESULTS}/logs/ingest/{{field}}.log",
     conda:

@@ -9,9 +9,9 @@ if N_TILES > 1:
 
     rule moments_tile:
         input:
-            field=store("fields", "{field}"),
+            field=marker("fields", "{field}"),
         output:
-            directory(f"{RESULTS}/moments/{{field}}.tiles/{{scatteritem}}.zarr"),
+            f"{RESULTS}/moments/{{field}}.tiles/{{scatteritem}}.zarr.done",
         log:
             f"{RESULTS}/logs/moments/{{field}}.{{scatteritem}}.log",
         conda:
@@ -27,10 +27,10 @@ if N_TILES > 1:
     rule moments:
         input:
             partials=gather.tiles(
-                f"{RESULTS}/moments/{{{{field}}}}.tiles/{{scatteritem}}.zarr"
+                f"{RESULTS}/moments/{{{{field}}}}.tiles/{{scatteritem}}.zarr.done"
             ),
         output:
-            directory(store("moments", "{field}")),
+            marker("moments", "{field}"),
         log:
             f"{RESULTS}/logs/moments/{{field}}.log",
         conda:
@@ -44,9 +44,9 @@ else:
 
     rule moments:
         input:
-            field=store("fields", "{field}"),
+            field=marker("fields", "{field}"),
         output:
-            directory(store("moments", "{field}")),
+            marker("moments", "{field}"),
         log:
             f"{RESULTS}/logs/moments/{{field}}.log",
         conda:

@@ -1,10 +1,10 @@
 rule posterior:
     input:
-        target=store("fields", "{target}"),
-        predictor_eof=store("eof", REGRESSION.get("predictor", "")),
-        regression=store("regression", "{target}"),
+        target=marker("fields", "{target}"),
+        predictor_eof=marker("eof", REGRESSION.get("predictor", "")),
+        regression=marker("regression", "{target}"),
     output:
-        directory(store("posterior", "{target}")),
+        marker("posterior", "{target}"),
     log:
         f"{RESULTS}/logs/posterior/{{target}}.log",
     conda:

@@ -1,9 +1,9 @@
 rule regression:
     input:
-        target=store("fields", "{target}"),
-        predictor_eof=store("eof", REGRESSION.get("predictor", "")),
+        target=marker("fields", "{target}"),
+        predictor_eof=marker("eof", REGRESSION.get("predictor", "")),
     output:
-        directory(store("regression", "{target}")),
+        marker("regression", "{target}"),
     log:
         f"{RESULTS}/logs/regression/{{target}}.log",
     conda:

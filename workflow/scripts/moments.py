@@ -1,9 +1,19 @@
-"""Snakemake glue: moments of one field."""
+"""Snakemake glue: moments of one field.
+
+Input and output are store markers (``{store}.done``); the marker is written
+once the store is complete and in place.
+"""
 
 import _src  # noqa: F401 -- puts src/ on sys.path
-from pipeline import moments
+from pipeline import io, moments
 from pipeline.logs import logged
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 with logged(sm.log[0]):
-    moments.run(sm.input.field, sm.output[0], params=sm.params.moments, backend=sm.params.backend)
+    moments.run(
+        io.marked_store(sm.input.field, "fields store"),
+        io.store_path(sm.output[0]),
+        params=sm.params.moments,
+        backend=sm.params.backend,
+    )
+    io.write_marker(sm.output[0])

@@ -1,15 +1,20 @@
-"""Snakemake glue: regression of a target field on another field's PCs."""
+"""Snakemake glue: regression of a target field on another field's PCs.
+
+Inputs and output are store markers (``{store}.done``); the marker is written
+once the store is complete and in place.
+"""
 
 import _src  # noqa: F401 -- puts src/ on sys.path
-from pipeline import regression
+from pipeline import io, regression
 from pipeline.logs import logged
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 with logged(sm.log[0]):
     regression.run(
-        sm.input.target,
-        sm.input.predictor_eof,
-        sm.output[0],
+        io.marked_store(sm.input.target, "target fields store"),
+        io.marked_store(sm.input.predictor_eof, "predictor EOF store"),
+        io.store_path(sm.output[0]),
         params=sm.params.regression,
         backend=sm.params.backend,
     )
+    io.write_marker(sm.output[0])

@@ -78,12 +78,15 @@ def save_png(fig: Figure, output: str | os.PathLike, dpi: float, metadata: dict[
 
     The image is rendered to a hidden temporary file in the same directory and
     renamed over ``output`` only once complete (:func:`os.replace` is atomic on
-    one file system), so a killed job never leaves a half-written PNG.
+    one file system), so a killed job never leaves a half-written PNG; a
+    temporary file left by a killed job is removed by the next save.
     """
     output = Path(output)
     if output.suffix.lower() != ".png":
         raise ValueError(f"The figure output must be a .png file; got {str(output)!r}.")
     output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in output.parent.glob(f".{output.name}.tmp-*"):  # left by a killed job
+        stale.unlink(missing_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         fig.savefig(tmp, format="png", dpi=dpi, metadata=metadata)
