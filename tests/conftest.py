@@ -8,6 +8,8 @@ and CuPy when a CUDA device is present (marked ``gpu``, skipped otherwise).
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,3 +66,20 @@ def to_np():
 def tolerance(dtype) -> float:
     """Relative tolerance for comparing a kernel result with a float64 reference."""
     return 1e-10 if np.dtype(str(dtype).split(".")[-1]) == np.float64 else 1e-4
+
+
+def files_without_history(root: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path, ``zarr.json`` read as JSON without the ``history`` attribute.
+
+    The one timestamp the stores carry is left out, so two runs of one config
+    compare byte for byte; folders named in ``skip`` (e.g. ``logs``) are left out.
+    """
+    out = {}
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and not set(skip) & set(p.relative_to(root).parts)):
+        data = f.read_bytes()
+        if f.name == "zarr.json":
+            meta = json.loads(data)
+            meta.get("attributes", {}).pop("history", None)
+            data = json.dumps(meta, sort_keys=True).encode()
+        out[f.relative_to(root).as_posix()] = data
+    return out

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from conftest import files_without_history
 from pipeline import io
 from pipeline import stream as st
 
@@ -39,19 +40,6 @@ def _dataset(value: float = 1.0) -> xr.Dataset:
     )
     ds["eof"].encoding["chunks"] = (1, 2, 5)
     return ds
-
-
-def _files(store: Path) -> dict[str, bytes]:
-    """Every file of a store by relative path; JSON metadata with the ``history`` attribute left out."""
-    out = {}
-    for f in sorted(p for p in store.rglob("*") if p.is_file()):
-        data = f.read_bytes()
-        if f.name == "zarr.json":
-            meta = json.loads(data)
-            meta.get("attributes", {}).pop("history", None)
-            data = json.dumps(meta, sort_keys=True).encode()
-        out[f.relative_to(store).as_posix()] = data
-    return out
 
 
 def _files_raw(store: Path) -> dict[str, bytes]:
@@ -338,7 +326,7 @@ def test_ingest_provenance_checksums_each_source_file_and_zarr_directory(tmp_pat
 def test_the_same_dataset_written_twice_gives_byte_identical_stores(tmp_path):
     a = io.write_store(_dataset(), tmp_path / "a" / "sst.zarr", stage="eof", params={"n_modes": 3}, backend="numpy")
     b = io.write_store(_dataset(), tmp_path / "b" / "sst.zarr", stage="eof", params={"n_modes": 3}, backend="numpy")
-    assert _files(a) == _files(b)
+    assert files_without_history(a) == files_without_history(b)
     io.write_marker(io.marker_path(a))
     io.write_marker(io.marker_path(b))
     assert io.marker_path(a).read_bytes() == io.marker_path(b).read_bytes()

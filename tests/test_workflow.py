@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import files_without_history
 from pipeline import io
 from pipeline.io import open_store
 
@@ -240,25 +241,13 @@ def test_the_report_is_built(synthetic_run):
     assert (workdir / "report.html").stat().st_size > 10_000
 
 
-def _contents(root: Path) -> dict[str, bytes]:
-    """Every file of a results folder but the logs; zarr.json read as JSON without the history attribute."""
-    out = {}
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and "logs" not in p.relative_to(root).parts):
-        data = f.read_bytes()
-        if f.name == "zarr.json":
-            meta = json.loads(data)
-            meta.get("attributes", {}).pop("history", None)
-            data = json.dumps(meta, sort_keys=True).encode()
-        out[f.relative_to(root).as_posix()] = data
-    return out
-
-
 @pytest.mark.workflow
 def test_one_config_run_twice_gives_byte_identical_stores_and_figures(synthetic_run, tmp_path):
     shutil.copy(ROOT / "config" / "synthetic.yaml", tmp_path / "synthetic.yaml")
     result = _snakemake(["--cores", "2", "--configfile", "synthetic.yaml"], cwd=tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    first, second = _contents(synthetic_run), _contents(tmp_path / "results" / "synthetic")
+    first = files_without_history(synthetic_run, skip=("logs",))
+    second = files_without_history(tmp_path / "results" / "synthetic", skip=("logs",))
     assert sorted(first) == sorted(second)
     assert any(k.endswith(".png") for k in first) and any(k.endswith(".zarr.done") for k in first)
     assert [k for k in first if first[k] != second[k]] == []
@@ -348,7 +337,7 @@ def test_a_job_killed_mid_write_keeps_the_previous_store_and_the_rerun_equals_a_
     shutil.copy(tmp_path / "second.yaml", clean / "second.yaml")
     result = _snakemake([target, "--cores", "1", "--configfile", "second.yaml"], cwd=clean)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert _contents(store.parent) == _contents(clean / "results" / "kill" / "fields")
+    assert files_without_history(store.parent) == files_without_history(clean / "results" / "kill" / "fields")
 
 TILED = {
     "run": "tiled",
