@@ -62,7 +62,7 @@ SCHEMA_CASES = [
                  "n_modes, method, memory_budget_mb, precision, power_iterations, oversample, seed, exact_max_mb, "
                  "sign.", id="unknown-key"),
     pytest.param({"eofs": {"n_modes": 3}},
-                 "Config key eofs is not a top-level key (did you mean eof?); the top-level keys are run, backend, "
+                 "Config key eofs is not a top-level key (did you mean eof?); the top-level keys are run, backend, output, "
                  "fields, moments, eof, regression, distributions, posterior, figures.", id="unknown-top-level-key"),
     pytest.param({"eof": {"n_modes": "3"}},
                  "Config key eof.n_modes is '3' (text), but it must be an integer; write it without quotes.",

@@ -66,7 +66,7 @@ def test_an_error_inside_the_write_keeps_the_old_store_byte_for_byte(written):
             raise RuntimeError("boom")
     assert _files_raw(written) == before
     assert _siblings(written) == []
-    xr.testing.assert_identical(io.open_store(written)["eof"], _dataset()["eof"])
+    xr.testing.assert_identical(io.open_store(written)["eof"], io.cf_labelled(_dataset())["eof"])
 
 
 KILL_BETWEEN_RENAMES = """
@@ -178,6 +178,28 @@ def test_a_written_store_records_each_chunk_file_and_its_crc32(written):
     assert io.MANIFEST not in io.open_store(written).attrs  # about the files, not the data
 
 
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_a_sealed_store_is_consolidated_and_its_manifest_still_verifies(tmp_path, zarr_format):
+    import warnings
+
+    path = io.write_store(_dataset(), tmp_path / "sst.zarr", stage="eof", output={"zarr_format": zarr_format})
+    assert io.is_consolidated(path) and io.check_store(path)
+    assert io.read_manifest(path) == io.manifest(path)["arrays"]  # consolidating changed no chunk file
+    chunk = "c/1/0/0" if zarr_format == 3 else "1.0.0"
+    assert chunk in io.read_manifest(path)["eof"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        xr.testing.assert_identical(xr.open_zarr(path).load().drop_attrs(deep=False),
+                                    io.open_store(path).drop_attrs(deep=False))
+
+
+def test_the_temporary_netcdf_copy_of_a_killed_write_is_removed_by_the_next_write(written):
+    stale = written.with_name(f".{written.name}.nc.tmp-0badc0de")
+    stale.write_bytes(b"half a file")
+    io.write_store(_dataset(), written, stage="eof", output={"netcdf": True})
+    assert not stale.exists() and io.netcdf_path(written).is_file() and _siblings(written) == []
+
+
 @pytest.mark.parametrize("fault", ["missing", "corrupt"])
 def test_a_damaged_chunk_is_named_by_open_store(written, fault):
     chunk = written / "eof" / "c" / "1" / "0" / "0"
@@ -277,8 +299,8 @@ def test_a_store_missing_or_replaced_behind_its_marker_is_named(written):
 
 def test_provenance_fields(written):
     attrs = json.loads((written / "zarr.json").read_text())["attributes"]
-    expected = ["field_name", "pipeline_stage", "pipeline_version", "pipeline_git_commit", "pipeline_config",
-                "pipeline_dtype", "software", "history", io.MANIFEST]
+    expected = ["Conventions", "field_name", "pipeline_stage", "pipeline_version", "pipeline_git_commit",
+                "pipeline_config", "pipeline_dtype", "software", "history", io.MANIFEST]
     assert list(attrs) == [k for k in expected if k != "pipeline_git_commit" or io.git_commit() is not None]
     assert attrs["pipeline_stage"] == "eof" and attrs["pipeline_config"] == '{"n_modes": 3}'
     assert attrs["pipeline_dtype"] == "float64"  # of eof, the stage's main variable

@@ -44,6 +44,7 @@ def test_dry_run_of_the_default_config_lists_every_job():
         "ingest": 2, "moments": 2, "eof": 2, "regression": 1, "distributions": 1, "posterior": 1,
         "figure_eof_spectrum": 2, "figure_eof_maps": 2, "figure_pc_timeseries": 2,
         "figure_regression_maps": 1, "figure_distribution_map": 1, "figure_posterior_map": 1, "all": 1,
+        "figure_eof_correlation": 2, "figure_summary": 2, "figure_posterior_sd": 1, "summary": 1,
     }
     assert {k: int(counts.get(k, 0)) for k in expected} == expected
 
@@ -86,7 +87,8 @@ def test_a_configfile_is_the_whole_run_and_the_demo_is_not_merged(tmp_path):
     result = _dry_run(config, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert _jobs(result) == {"ingest": 1, "moments": 1, "eof": 1, "figure_eof_spectrum": 1, "figure_eof_maps": 1,
-                             "figure_pc_timeseries": 1, "all": 1}
+                             "figure_pc_timeseries": 1, "figure_eof_correlation": 1, "figure_summary": 1,
+                             "summary": 1, "all": 1}
     assert "z500" not in result.stdout and "/sst.zarr" not in result.stdout
 
 
@@ -161,7 +163,7 @@ def test_every_store_and_figure_is_written(synthetic_run):
     pngs = sorted(p.name for p in (synthetic_run / "figures").glob("*.png"))
     assert pngs == sorted([
         "eof_spectrum_x.png", "eof_maps_x.png", "pc_timeseries_x.png", "regression_maps_y.png",
-        "posterior_map_y.png", "distribution_map_d.png",
+        "posterior_map_y.png", "distribution_map_d.png", "eof_correlation_x.png", "summary_x.png", "posterior_sd_y.png",
     ])
     assert all((synthetic_run / "figures" / p).stat().st_size > 10_000 for p in pngs)
     assert not list(synthetic_run.rglob(".*.tmp-*")) and not list(synthetic_run.rglob(".*.old-*"))
@@ -216,7 +218,9 @@ def test_a_second_run_has_nothing_to_do_and_a_param_change_reruns_only_downstrea
     (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
     result = _snakemake(["-n", "--cores", "1", "--configfile", "changed.yaml"], cwd=workdir)
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
-    assert set(jobs) - {"total"} == {"posterior", "figure_posterior_map", "all"}, result.stdout
+    # the summary page shows every stage's numbers and the config, so it is redone too
+    assert set(jobs) - {"total"} == {"posterior", "figure_posterior_map", "figure_posterior_sd", "summary", "all"}, \
+        result.stdout
 
 
 
@@ -246,8 +250,8 @@ def test_one_config_run_twice_gives_byte_identical_stores_and_figures(synthetic_
     shutil.copy(ROOT / "config" / "synthetic.yaml", tmp_path / "synthetic.yaml")
     result = _snakemake(["--cores", "2", "--configfile", "synthetic.yaml"], cwd=tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    first = files_without_history(synthetic_run, skip=("logs",))
-    second = files_without_history(tmp_path / "results" / "synthetic", skip=("logs",))
+    first = files_without_history(synthetic_run, skip=("logs", "summary.html"))  # the page holds job run times
+    second = files_without_history(tmp_path / "results" / "synthetic", skip=("logs", "summary.html"))
     assert sorted(first) == sorted(second)
     assert any(k.endswith(".png") for k in first) and any(k.endswith(".zarr.done") for k in first)
     assert [k for k in first if first[k] != second[k]] == []

@@ -163,8 +163,9 @@ def run(
     *,
     params: dict[str, Any],
     backend: str = "auto",
+    output_options: dict[str, Any] | None = None,
 ) -> None:
-    """Read a fields store, fit the distributions, write the distributions store.
+    """Read a fields store, fit the distributions, write the distributions store (with the field's grid bounds).
 
     Parameters
     ----------
@@ -176,9 +177,12 @@ def run(
         The ``distributions`` config section (see :func:`compute`).
     backend : {"auto", "numpy", "cupy"}
         Array backend for the fits.
+    output_options : dict, optional
+        The ``output`` config section (:func:`pipeline.io.output_options`).
     """
     fields_ds = io.open_store(field_store, what="fields store")
     b = resolve(backend)
     ds = compute(fields_ds, params=params, backend=b)
-    io.write_store(ds, output, stage=STAGE, params=params, backend=b.name)
+    io.write_store(io.with_bounds(ds, fields_ds), output, stage=STAGE, params=params, backend=b.name,
+                   output=output_options)
     log.info("wrote %s", output)

@@ -508,11 +508,13 @@ def decompose(source: Any, *, n_modes: int, method: str = "auto", weights: str =
 
 
 def run(field_store: str | os.PathLike, moments_store: str | os.PathLike, output: str | os.PathLike, *,
-        params: dict[str, Any], backend: str = "auto") -> None:
+        params: dict[str, Any], backend: str = "auto", output_options: dict[str, Any] | None = None) -> None:
     """Read a field and its moments store, compute the EOFs and write the eof store.
 
     An out-of-memory error on the device retries once with ``memory_budget_mb``
-    halved (:func:`pipeline.backend.halve_budget_on_oom`).
+    halved (:func:`pipeline.backend.halve_budget_on_oom`). The store keeps the
+    field's grid bounds (:func:`pipeline.io.with_bounds`); ``output_options``:
+    the ``output`` config section.
     """
     b = resolve(backend)
     moments_ds = io.open_store(moments_store, what="moments store")
@@ -521,4 +523,5 @@ def run(field_store: str | os.PathLike, moments_store: str | os.PathLike, output
         raise FileNotFoundError(f"The fields store {path} does not exist; run the ingest stage first.")
     ds = halve_budget_on_oom(lambda p: compute(path, moments_ds, params=p, backend=b), params, section=STAGE,
                              default_mb=DEFAULTS["memory_budget_mb"], what=f"the EOFs of {path}")
-    io.write_store(ds, output, stage=STAGE, params=params, backend=b.name)
+    io.write_store(io.with_bounds(ds, path), output, stage=STAGE, params=params, backend=b.name,
+                   output=output_options)

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pipeline import sources, synthetic, temporal
-from pipeline.io import streamed_field_store, write_store
+from pipeline import io, sources, synthetic, temporal, timeaxis
+from pipeline.io import BOUNDS, BOUNDS_DIM, streamed_field_store, write_store
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ WORKING_COPIES = 6
 """Float64 band-sized temporaries of the time handling (cast, kept steps, anomaly, result, detrend)."""
 READ_COPIES = 4
 """Band-sized buffers alive while a band is read (decoded chunks, compressed bytes, the band), measured."""
+CELL_METHODS = {"mean": "mean", "max": "maximum", "min": "minimum"}
+"""CF ``cell_methods`` name of each ``aggregate.statistic``."""
 
 
 def _plan(canon: xr.Dataset, name: str, spec: dict[str, Any]) -> temporal.TimePlan:
@@ -46,11 +48,16 @@ def _plan(canon: xr.Dataset, name: str, spec: dict[str, Any]) -> temporal.TimePl
 
 
 def _template(canon: xr.Dataset, p: temporal.TimePlan) -> xr.Dataset:
-    """Everything of the output store but ``field``, ``climatology`` and ``trend``: coordinates, truth, attributes."""
+    """Everything of the output store but ``field``, ``climatology`` and ``trend``: coordinates, truth, attributes.
+
+    The source's bounds follow the time steps kept; an aggregated time axis
+    gets the bounds of its blocks (:func:`block_bounds`).
+    """
     out = canon.drop_vars("field")
     if p.spec.season is not None:  # a new time axis: time-dependent truth no longer applies
         timed = [v for v in out.data_vars if "time" in out[v].dims]
         out = out.drop_vars([*timed, "time"]).assign_coords(time=("time", p.time, dict(canon["time"].attrs)))
+        out[BOUNDS["time"]] = (("time", BOUNDS_DIM), block_bounds(p))
     elif p.keep.size < p.n_in:
         out = out.isel(time=p.keep)
     if p.groups is not None:
@@ -64,13 +71,32 @@ def _template(canon: xr.Dataset, p: temporal.TimePlan) -> xr.Dataset:
     return out
 
 
+def block_bounds(p: temporal.TimePlan) -> np.ndarray:
+    """``(n_blocks, 2)`` dates: the first day of each aggregated block's season and the day after it ends.
+
+    A DJF block of 1951 runs from 1 December 1950 to 1 March 1951; every
+    output step of an aggregated axis lies within its block.
+    """
+    years = timeaxis.date_fields(p.time)[0]  # a block's time stamp falls in its block year
+    spans = np.array([temporal._season_span(int(y), list(p.spec.season), p.calendar) for y in years])
+    return temporal._from_ordinal(spans.ravel(), p.time).reshape(spans.shape)
+
+
 def _attrs(canon: xr.Dataset, p: temporal.TimePlan) -> dict[str, dict[str, Any]]:
-    """Attributes of ``field``, ``climatology`` and ``trend``."""
+    """Attributes of ``field``, ``climatology`` and ``trend``.
+
+    An aggregated field's ``cell_methods`` gains ``time: mean``, ``time:
+    maximum`` or ``time: minimum`` (after the source's own, if any): each
+    value is that statistic over the block its time bounds span.
+    """
     field = dict(canon["field"].attrs)
     units, long_name = field.get("units", "1"), field.get("long_name", canon.attrs.get("field_name", "field"))
     described = p.describe()
     if described:
         field["time_processing"] = described
+    if p.spec.season is not None:
+        method = f"time: {CELL_METHODS[p.spec.statistic]}"
+        field["cell_methods"] = f"{field['cell_methods']} {method}" if field.get("cell_methods") else method
     base = p.spec.base_period or p.spec.years
     period = f"{base[0]}-{base[1]}" if base else "the whole record"
     return {
@@ -123,13 +149,14 @@ def band_bytes(itemsize: int, processed: bool, stream_above_mb: float, band_mb: 
 
 def stream_copy(canon: xr.Dataset, output: str | os.PathLike, *, params: dict[str, Any],
                 p: temporal.TimePlan | None = None, band_mb: float = STREAM_BAND_MB,
-                files: list[str] | None = None) -> None:
+                files: list[str] | None = None, output_options: dict[str, Any] | None = None) -> None:
     """Write a lazily opened canonical field to ``output`` band by band, time handling applied (bounded memory).
 
     The store is chunked for the EOF stages: all time steps, a band of
     latitudes, all longitudes (split along longitude if one latitude row is
     larger than a band). Each band is read, processed by
     :func:`pipeline.temporal.apply` and written before the next is read.
+    ``output_options``: the ``output`` config section (:func:`pipeline.io.output_options`).
     """
     field = canon["field"]
     name = canon.attrs.get("field_name", "field")
@@ -150,7 +177,7 @@ def stream_copy(canon: xr.Dataset, output: str | os.PathLike, *, params: dict[st
     empty = True
     with streamed_field_store(output, _template(canon, p), shape=(n_out, n_lat, n_lon), dtype=field.dtype,
                               chunks=(n_out, rows, cols), field_attrs=attrs["field"], stage="ingest", params=params,
-                              extra=extra, sources=files) as arrays:
+                              extra=extra, sources=files, output=output_options) as arrays:
         for i0 in range(0, n_lat, rows):
             for j0 in range(0, n_lon, cols):
                 box = (slice(i0, i0 + rows), slice(j0, j0 + cols))
@@ -168,28 +195,35 @@ def stream_copy(canon: xr.Dataset, output: str | os.PathLike, *, params: dict[st
             _check_not_empty(xr.DataArray([np.nan], attrs=attrs["field"]), name)
 
 
-def run(name: str, output: str | os.PathLike, *, params: dict[str, Any]) -> None:
+def run(name: str, output: str | os.PathLike, *, params: dict[str, Any],
+        output_options: dict[str, Any] | None = None) -> None:
     """Ingest field ``name`` (config entry ``params``) into the Zarr store ``output``.
 
     Small fields are read whole; a field larger than ``stream_above_mb`` (a key
     of the field's entry, default 512) is processed band by band, and a
     synthetic field with ``stream: true`` is generated straight into the
     store, so neither ever sits whole in memory. The store records a SHA-256
-    of each source file (``pipeline_source_sha256``).
+    of each source file (``pipeline_source_sha256``). ``output_options``: the
+    ``output`` config section (Zarr format, netCDF copy; a streamed synthetic
+    store is always Zarr format 3).
     """
+    options = io.output_options(output_options)
     if params.get("source") == "synthetic" and params.get("stream"):
         if temporal.spec_of(name, params).active or params.get("years"):
             raise ValueError(f"Field {name!r}: a streamed synthetic field takes no time handling (years, "
                              "climatology, aggregate, detrend); leave those keys out.")
-        options = dict(params.get("options") or {})
-        synthetic.write_planted_modes_store(output, field_name=name, units=params.get("units", "K"), **options)
+        synthetic_options = dict(params.get("options") or {})
+        synthetic.write_planted_modes_store(output, field_name=name, units=params.get("units", "K"),
+                                            **synthetic_options)
+        if options["netcdf"]:
+            io.export_netcdf(output)
         return
     files = None if params.get("source") == "synthetic" else [str(f) for f in sources.resolve_paths(name, params)[0]]
     canon = sources.open_field(name, params)
     try:
         p = _plan(canon, name, params)
         if canon["field"].nbytes > params.get("stream_above_mb", 512) * 2**20:
-            stream_copy(canon, output, params=params, p=p, files=files)
+            stream_copy(canon, output, params=params, p=p, files=files, output_options=options)
             return
         canon = canon.load()
     finally:
@@ -198,4 +232,4 @@ def run(name: str, output: str | os.PathLike, *, params: dict[str, Any]) -> None
     _check_not_empty(out["field"], name)
     if p.describe():
         log.info("ingest %s: %s", name, p.describe())
-    write_store(out, output, stage="ingest", params=params, sources=files)
+    write_store(out, output, stage="ingest", params=params, sources=files, output=options)

@@ -24,6 +24,13 @@ Markers. In the workflow each store has a small marker file beside it,
 in place; the rules declare the markers as their outputs and inputs, never the
 store directories, so Snakemake never deletes a store before rerunning a job.
 
+Labels. Every store is CF-labelled on the way out (:func:`cf_labelled`):
+``Conventions``, ``axis``/``standard_name``/``units`` on ``time``, ``lat`` and
+``lon``, their bounds linked, and its metadata consolidated, so that
+``xr.open_zarr(store)`` reads it without a warning. The ``output`` config
+section (:func:`output_options`) chooses the Zarr format (3 or 2) and a netCDF
+copy ``{store}.nc`` beside the store.
+
 Provenance. Every store carries the attributes of :func:`provenance`; the
 same config run twice gives byte-identical stores, ``history`` (the only
 timestamp) aside.
@@ -52,7 +59,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pipeline import __version__
+from pipeline import __version__, timeaxis
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,23 @@ PROVENANCE_KEYS = ("pipeline_stage", "pipeline_version", "pipeline_git_commit", 
                    "pipeline_dtype", "pipeline_source_sha256", "software", "history")
 """The attributes :func:`provenance` may write (an input's are dropped before a store's own are added)."""
 _METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+CONVENTIONS = "CF-1.10"
+"""The ``Conventions`` attribute of every store."""
+OUTPUT_DEFAULTS: dict[str, Any] = {"zarr_format": 3, "netcdf": False}
+"""The ``output`` config section's defaults: Zarr format 3, no netCDF copy."""
+ZARR_FORMATS = (2, 3)
+AXES = {"time": ("T", "time", None), "lat": ("Y", "latitude", "degrees_north"),
+        "lon": ("X", "longitude", "degrees_east")}
+"""CF ``axis``, ``standard_name`` and ``units`` of each grid coordinate (time's units live in its encoding)."""
+BOUNDS = {"time": "time_bnds", "lat": "lat_bnds", "lon": "lon_bnds"}
+"""The bounds variable of each grid coordinate, ``(axis, bnds)``: lower and upper edge of each cell or step."""
+BOUNDS_DIM = "bnds"
+NETCDF_SUFFIX = ".nc"
+"""A store's netCDF copy is the store's path with this suffix (``eof/x.zarr.nc``)."""
+NETCDF_BLOCK_BYTES = 64 * 2**20
+"""Variables larger than this are copied into the netCDF file block by block (never whole in memory)."""
+_KEPT_ENCODING = ("chunks", "dtype", "_FillValue", "missing_value", "scale_factor", "add_offset", "units", "calendar")
+"""Encoding keys a written variable keeps (the rest are an input store's codecs, tied to its Zarr format)."""
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
@@ -92,6 +116,8 @@ class StoreWriteError(OSError):
 def open_store(path: str | os.PathLike, what: str = "store") -> xr.Dataset:
     """Open a Zarr store written by this pipeline, checked against its manifest and loaded into memory.
 
+    Reads Zarr format 3 and 2, with consolidated metadata or without.
+
     Parameters
     ----------
     path : path-like
@@ -112,23 +138,52 @@ def open_store(path: str | os.PathLike, what: str = "store") -> xr.Dataset:
     check_store(path, what)
     with warnings.catch_warnings():  # stores of older versions hold Snakemake's .snakemake_timestamp file
         warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp is not recognized")
-        with xr.open_zarr(path, consolidated=False) as ds:
+        with xr.open_zarr(path, consolidated=is_consolidated(path), chunks=None) as ds:
             ds = ds.load()
     ds.attrs.pop(MANIFEST, None)  # about the files, not the data: a Dataset written elsewhere gets its own
     return ds
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, dict[str, int]] | None:
-    """The manifest of the store at ``path`` as ``{array: {chunk key: crc32}}``, or None if it has none."""
+def is_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a Zarr group of format 3 (``zarr.json``) or 2 (``.zgroup``)."""
     path = Path(path)
+    return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
+
+
+def is_consolidated(path: str | os.PathLike) -> bool:
+    """Whether the Zarr store at ``path`` has consolidated metadata (format 3 inline, or format 2 ``.zmetadata``)."""
+    path = Path(path)
+    if (path / ".zmetadata").is_file():
+        return True
     try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except FileNotFoundError:
-        return None  # a Zarr format 2 store, or no store: never written by this pipeline
+        return json.loads((path / "zarr.json").read_text()).get("consolidated_metadata") is not None
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _root_attributes(path: Path) -> dict[str, Any] | None:
+    """The root attributes of the store at ``path`` (``zarr.json`` or ``.zattrs``), or None if it has no metadata."""
+    meta = path / "zarr.json"
+    if not meta.is_file():
+        meta = path / ".zattrs"
+        if not (path / ".zgroup").is_file():
+            return None
+        if not meta.is_file():
+            return {}
+    try:
+        content = json.loads(meta.read_text())
     except (OSError, ValueError) as err:
-        raise CorruptStoreError(f"The metadata file {path / 'zarr.json'} of the store {path} cannot be read "
-                                f"({err}); rewrite the store.") from err
-    manifest = (meta.get("attributes") or {}).get(MANIFEST)
+        raise CorruptStoreError(f"The metadata file {meta} of the store {path} cannot be read ({err}); rewrite the "
+                                "store.") from err
+    if meta.name == ".zattrs":
+        return content if isinstance(content, dict) else {}
+    return (content.get("attributes") if isinstance(content, dict) else None) or {}
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, dict[str, int]] | None:
+    """The manifest of the store at ``path`` (format 3 or 2) as ``{array: {chunk key: crc32}}``, or None if it has none."""
+    attrs = _root_attributes(Path(path))
+    manifest = None if attrs is None else attrs.get(MANIFEST)
     if manifest is None:
         return None
     arrays = manifest.get("arrays") if isinstance(manifest, dict) else None
@@ -207,8 +262,8 @@ def checked_zarr_store(path: str | os.PathLike, what: str = "store") -> Any:
 def _rerun(path: Path) -> str:
     """The Snakemake rule that rewrites ``path``, from its ``pipeline_stage`` attribute."""
     try:
-        stage = json.loads((path / "zarr.json").read_text())["attributes"]["pipeline_stage"]
-    except (OSError, ValueError, KeyError, TypeError):
+        stage = (_root_attributes(path) or {})["pipeline_stage"]
+    except (CorruptStoreError, KeyError):
         return ""
     return {"synthetic": "ingest"}.get(stage, stage)
 
@@ -314,34 +369,140 @@ def _own_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if k not in PROVENANCE_KEYS and k != MANIFEST}
 
 
+# ---------------------------------------------------------------- labels and options
+
+
+def output_options(output: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``output`` config section with its defaults (:data:`OUTPUT_DEFAULTS`), checked.
+
+    ``zarr_format``: 3 (default) or 2; ``netcdf``: also write ``{store}.nc``.
+    """
+    if output is None:
+        output = {}
+    if not isinstance(output, dict):
+        raise TypeError(f"output must be a mapping (the 'output' config section); got {type(output).__name__}.")
+    unknown = sorted(set(output) - set(OUTPUT_DEFAULTS))
+    if unknown:
+        raise ValueError(f"output has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(OUTPUT_DEFAULTS)}.")
+    options = {**OUTPUT_DEFAULTS, **output}
+    if isinstance(options["zarr_format"], bool) or options["zarr_format"] not in ZARR_FORMATS:
+        raise ValueError(f"output.zarr_format must be 2 or 3; got {options['zarr_format']!r}.")
+    if not isinstance(options["netcdf"], bool):
+        raise ValueError(f"output.netcdf must be true or false; got {options['netcdf']!r}.")
+    return options
+
+
+def cf_labelled(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` labelled for CF-1.10 readers (cf-xarray, CDO, Panoply), as every store is written.
+
+    ``Conventions`` becomes the first attribute. ``time``, ``lat`` and ``lon``,
+    where present, get ``axis`` (T, Y, X), ``standard_name``, ``long_name``
+    (unless they have one) and, for ``lat``/``lon``, ``units``; ``bounds``
+    names their bounds variable (:data:`BOUNDS`) when ``ds`` has it. Dates
+    are encoded with units xarray infers from the time steps and their bounds
+    together (whole numbers of the coarsest unit that fits), shared by
+    ``time`` and ``time_bnds`` as CF asks. The Dataset passed in is not modified.
+    """
+    out = ds.copy(deep=False)
+    for axis, (letter, standard, units) in AXES.items():
+        if axis not in out.variables:
+            continue
+        var = out.variables[axis]
+        dates = axis == "time" and timeaxis.is_dates(var.values)
+        drop = ("bounds", "axis", "standard_name", *(("units", "calendar") if dates or units else ()))
+        attrs = {k: v for k, v in var.attrs.items() if k not in drop}
+        labels = {"axis": letter, "standard_name": standard, "long_name": attrs.pop("long_name", standard)}
+        if units is not None:
+            labels["units"] = units
+        bounds = BOUNDS[axis]
+        if bounds in out.variables and out[bounds].dims == (axis, BOUNDS_DIM):
+            labels["bounds"] = bounds
+        var.attrs = {**labels, **attrs}
+    if "time" in out.variables and timeaxis.is_dates(out["time"].values):
+        _encode_dates(out)
+    out.attrs = {"Conventions": CONVENTIONS, **{k: v for k, v in ds.attrs.items() if k != "Conventions"}}
+    return out
+
+
+def _encode_dates(ds: xr.Dataset) -> None:
+    """Give ``time`` (and ``time_bnds``) one CF encoding: units inferred from all their dates, their calendar."""
+    from xarray.coding.times import infer_datetime_units
+
+    names = [n for n in ("time", BOUNDS["time"]) if n in ds.variables and (n == "time" or "bounds" in ds["time"].attrs)]
+    dates = np.concatenate([np.ravel(ds[n].values) for n in names])
+    encoding = {"units": infer_datetime_units(np.unique(dates)), "calendar": timeaxis.calendar_of(dates)}
+    for name in names:
+        ds.variables[name].encoding = {**{k: v for k, v in ds.variables[name].encoding.items() if k == "chunks"},
+                                       **encoding}
+
+
+def with_bounds(ds: xr.Dataset, fields: xr.Dataset | str | os.PathLike) -> xr.Dataset:
+    """``ds`` with the bounds variables of a fields store (``time_bnds``, ``lat_bnds``, ``lon_bnds``) it can use.
+
+    ``fields`` is the fields store (a path, read through its manifest) or its
+    Dataset. A bounds variable is added when ``ds`` has its coordinate with
+    exactly the same values as the fields store; stages whose outputs keep
+    the field's grid carry the source's cell edges this way.
+    """
+    if isinstance(fields, xr.Dataset):
+        return _add_bounds(ds, fields)
+    path = Path(fields)
+    with xr.open_zarr(checked_zarr_store(path, "fields store"), consolidated=is_consolidated(path),
+                      chunks=None) as src:
+        return _add_bounds(ds, src)
+
+
+def _add_bounds(ds: xr.Dataset, src: xr.Dataset) -> xr.Dataset:
+    out = ds.copy(deep=False)
+    for axis, name in BOUNDS.items():
+        if name not in src.variables or axis not in ds.coords or axis not in src.coords:
+            continue
+        if src[axis].shape == ds[axis].shape and np.array_equal(src[axis].values, ds[axis].values):
+            out[name] = ((axis, BOUNDS_DIM), np.asarray(src[name].values), dict(src[name].attrs))
+    return out
+
+
 # ---------------------------------------------------------------- writing
 
 
 @contextmanager
-def atomic_directory(path: str | os.PathLike, *, what: str = "store") -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, *, what: str = "store", netcdf: bool = False) -> Iterator[Path]:
     """A temporary sibling of ``path`` to write into, swapped into place on success.
 
     Before the block, the leftovers of earlier writes of ``path`` are cleared:
     when ``path`` is missing but an ``.{name}.old-<id>`` is there (a write
     killed between its two renames), that old store is put back; every other
-    ``.{name}.tmp-*`` and ``.{name}.old-*`` is removed. The block writes into
-    ``.{name}.tmp-<id>``. When it finishes without error, a Zarr store there
-    (a root ``zarr.json``) gets its manifest (:func:`seal_store`); then the
-    existing ``path`` is renamed to ``.{name}.old-<id>``, the new directory to
-    ``path``, and the old one deleted. On any error the temporary directory is
-    removed and ``path`` is left as it was; a file-system error (disk full,
-    permission denied) becomes a :class:`StoreWriteError` naming ``path``.
+    ``.{name}.tmp-*``, ``.{name}.nc.tmp-*`` and ``.{name}.old-*`` is removed.
+    The block writes into ``.{name}.tmp-<id>``. When it finishes without
+    error, a Zarr store there gets its manifest and consolidated metadata
+    (:func:`seal_store`) and, with ``netcdf``, its netCDF copy is written to
+    ``.{name}.nc.tmp-<id>`` (:func:`write_netcdf`); then the existing ``path``
+    is renamed to ``.{name}.old-<id>``, the new directory to ``path``, the old
+    one deleted, and the netCDF copy renamed to ``{path}.nc`` (without
+    ``netcdf``, a ``{path}.nc`` of an earlier write is removed: it would no
+    longer match). On any error the temporary files are removed and ``path``
+    is left as it was; a file-system error (disk full, permission denied)
+    becomes a :class:`StoreWriteError` naming ``path``.
     """
     path = Path(path)
     token = uuid.uuid4().hex[:8]
     tmp = path.with_name(f".{path.name}.tmp-{token}")
+    nc_tmp = path.with_name(f".{path.name}{NETCDF_SUFFIX}.tmp-{token}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _clear_leftovers(path)
         yield tmp
-        if (tmp / "zarr.json").is_file():
+        if is_store(tmp):
             seal_store(tmp)
+            if netcdf:
+                write_netcdf(tmp, nc_tmp)
         _swap(tmp, path, path.with_name(f".{path.name}.old-{token}"))
+        nc = netcdf_path(path)
+        if nc_tmp.exists():
+            os.replace(nc_tmp, nc)
+        elif nc.exists():
+            nc.unlink()
+            log.info("removed %s: the store was rewritten without a netCDF copy (output.netcdf: false)", nc)
     except OSError as err:
         if isinstance(err, StoreWriteError) or not _is_write_error(err, path):
             raise
@@ -349,6 +510,12 @@ def atomic_directory(path: str | os.PathLike, *, what: str = "store") -> Iterato
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        nc_tmp.unlink(missing_ok=True)
+
+
+def netcdf_path(store: str | os.PathLike) -> Path:
+    """The netCDF copy of ``store``: ``{store}.nc``."""
+    return Path(f"{os.fspath(store)}{NETCDF_SUFFIX}")
 
 
 def _clear_leftovers(path: Path) -> None:
@@ -359,7 +526,7 @@ def _clear_leftovers(path: Path) -> None:
         os.replace(olds[-1], path)
         log.warning("put back %s: a write of it was interrupted after it had been renamed to %s", path, olds[-1].name)
         olds = olds[:-1]
-    for stale in [*path.parent.glob(f"{stem}.tmp-*"), *olds]:
+    for stale in [*path.parent.glob(f"{stem}.tmp-*"), *path.parent.glob(f"{stem}{NETCDF_SUFFIX}.tmp-*"), *olds]:
         _remove(stale)
         log.info("removed %s, left by an interrupted write of %s", stale, path.name)
 
@@ -400,6 +567,8 @@ def _is_write_error(err: OSError, path: Path) -> bool:
             return True  # the store, a folder above it, or a file in it
         if full.parent in where.parents and where.relative_to(full.parent).parts[0].startswith(f".{path.name}."):
             return True  # its temporary or old copy
+        if where == netcdf_path(full):
+            return True  # its netCDF copy
     return False
 
 
@@ -416,13 +585,17 @@ def _write_failure(err: OSError, path: Path, what: str) -> str:
 
 
 def manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of the Zarr store at ``path`` as it is now: per array, its chunk files and their CRC-32."""
+    """The manifest of the Zarr store at ``path`` as it is now: per array, its chunk files and their CRC-32.
+
+    Arrays are found by their metadata (``zarr.json`` of an array node, or
+    ``.zarray`` in format 2); metadata files are not chunks.
+    """
     path = Path(path)
+    nodes = [m.parent for m in path.rglob(".zarray")]
+    nodes += [m.parent for m in path.rglob("zarr.json")
+              if m.parent != path and json.loads(m.read_text()).get("node_type") == "array"]
     arrays: dict[str, dict[str, int]] = {}
-    for meta in sorted(path.rglob("zarr.json")):
-        node = meta.parent
-        if node == path or json.loads(meta.read_text()).get("node_type") != "array":
-            continue
+    for node in sorted(nodes):
         files = sorted(p for p in node.rglob("*") if p.is_file() and p.name not in _METADATA_FILES)
         arrays[node.relative_to(path).as_posix()] = {
             f.relative_to(node).as_posix(): zlib.crc32(f.read_bytes()) for f in files}
@@ -430,11 +603,78 @@ def manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def seal_store(path: str | os.PathLike) -> None:
-    """Record the :func:`manifest` of the complete Zarr store at ``path`` in its root attributes."""
+    """Record the :func:`manifest` of the complete Zarr store at ``path`` in its root attributes, then consolidate.
+
+    The consolidated metadata (inline in the root ``zarr.json`` in format 3,
+    ``.zmetadata`` in format 2) copies every node's metadata into one place,
+    so readers open the store with one read and without a warning.
+    """
     import zarr
 
     group = zarr.open_group(Path(path), mode="r+")
     group.attrs.update({MANIFEST: manifest(path)})
+    with warnings.catch_warnings():  # zarr-python's inline consolidated metadata is not in the v3 spec (yet)
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(os.fspath(path))
+
+
+def write_netcdf(store: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Write the Zarr store at ``store`` as one netCDF-4 file ``target`` (h5netcdf), for tools that do not read Zarr.
+
+    Every variable, coordinate and attribute is copied but the manifest (it
+    describes the Zarr files); ``xr.open_dataset(target)`` equals the store
+    opened with xarray. Variables larger than :data:`NETCDF_BLOCK_BYTES` are
+    copied block by block along their chunks, so a streamed field is never
+    whole in memory.
+    """
+    import h5netcdf
+
+    store, target = Path(store), Path(target)
+    with xr.open_zarr(store, consolidated=is_consolidated(store), chunks=None) as ds:
+        ds.attrs.pop(MANIFEST, None)
+        big = [n for n, v in ds.data_vars.items() if v.nbytes > NETCDF_BLOCK_BYTES and v.dtype.kind == "f" and v.ndim]
+        small = ds.drop_vars(big)
+        for var in small.variables.values():
+            var.encoding = {k: v for k, v in var.encoding.items() if k in _KEPT_ENCODING and k != "chunks"}
+        small.to_netcdf(target, engine="h5netcdf")
+        if big:
+            with h5netcdf.File(target, "a") as nc:
+                for name in big:
+                    _copy_in_blocks(ds[name], nc, name)
+    return target
+
+
+def export_netcdf(store: str | os.PathLike) -> Path:
+    """Write the netCDF copy ``{store}.nc`` of a complete store atomically (a temporary sibling, then renamed)."""
+    store = Path(store)
+    target = netcdf_path(store)
+    tmp = store.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        write_netcdf(store, tmp)
+        os.replace(tmp, target)
+    except OSError as err:
+        if isinstance(err, StoreWriteError) or not _is_write_error(err, store):
+            raise
+        raise StoreWriteError(_write_failure(err, target, "netCDF copy"), err) from err
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _copy_in_blocks(var: xr.DataArray, nc: Any, name: str) -> None:
+    """Copy a large float variable into an open ``h5netcdf.File``, one band of its Zarr chunks at a time."""
+    chunks = tuple(var.encoding.get("chunks") or var.shape)
+    for dim, size in zip(var.dims, var.shape):
+        if dim not in nc.dimensions:
+            nc.dimensions[dim] = size
+    out = nc.create_variable(name, var.dims, dtype=var.dtype, fillvalue=var.dtype.type(np.nan), chunks=chunks)
+    out.attrs.update({k: v for k, v in var.attrs.items() if k != "_FillValue"})
+    axis = int(np.argmax([s / c for s, c in zip(var.shape, chunks)]))
+    row = var.nbytes // max(1, var.shape[axis])
+    step = max(chunks[axis], NETCDF_BLOCK_BYTES // max(1, row) // chunks[axis] * chunks[axis])
+    for start in range(0, var.shape[axis], step):
+        box = tuple(slice(start, start + step) if i == axis else slice(None) for i in range(var.ndim))
+        out[box] = var[box].values
 
 
 @contextmanager
@@ -450,35 +690,47 @@ def streamed_field_store(
     params: dict[str, Any] | None = None,
     extra: dict[str, tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...], dict[str, Any]]] | None = None,
     sources: Iterable[str | os.PathLike] | None = None,
+    output: dict[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """A fields store written block by block, atomically (:func:`atomic_directory`), with its manifest.
 
     ``template`` holds the coordinates (``time``, ``lat``, ``lon``, and those
     of any ``extra`` array), small variables and the dataset attributes; they
-    are written first, then the ``field(time, lat, lon)`` Zarr array and each
-    ``extra`` array (``name: (dims, shape, chunks, attrs)``, float64) are
-    created empty and yielded by name for the caller to fill region by region
-    (``arrays["field"][:, i0:i1, :] = block``). The store is sealed and swapped
-    into place only when the block exits without error. ``sources``: the source
-    files, checksummed into the provenance.
+    are written first (CF-labelled, :func:`cf_labelled`), then the
+    ``field(time, lat, lon)`` Zarr array and each ``extra`` array (``name:
+    (dims, shape, chunks, attrs)``, float64) are created empty and yielded by
+    name for the caller to fill region by region (``arrays["field"][:, i0:i1,
+    :] = block``). The store is sealed and swapped into place only when the
+    block exits without error. ``sources``: the source files, checksummed into
+    the provenance. ``output``: the ``output`` config section
+    (:func:`output_options`: Zarr format, netCDF copy).
     """
     import zarr
 
-    out = template.copy(deep=False)
-    out.attrs = {**_own_attrs(template.attrs), **provenance(stage, params, dtype=dtype, sources=sources)}
-    with atomic_directory(path, what="fields store") as tmp:
-        out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
-        group = zarr.open_group(tmp, mode="a")
-        arrays = {"field": group.create_array(
-            "field", shape=shape, chunks=chunks, dtype=dtype, fill_value=np.nan,
-            dimension_names=("time", "lat", "lon"), attributes=field_attrs,
-        )}
-        for name, (dims, extra_shape, extra_chunks, attrs) in (extra or {}).items():
-            arrays[name] = group.create_array(
-                name, shape=extra_shape, chunks=extra_chunks, dtype=np.float64, fill_value=np.nan,
-                dimension_names=dims, attributes=attrs,
-            )
+    options = output_options(output)
+    fmt = options["zarr_format"]
+    out = cf_labelled(template)
+    out.attrs = {**_own_attrs(out.attrs), **provenance(stage, params, dtype=dtype, sources=sources)}
+    _portable_encoding(out)
+    with atomic_directory(path, what="fields store", netcdf=options["netcdf"]) as tmp:
+        out.to_zarr(tmp, mode="w", zarr_format=fmt, consolidated=False)
+        group = zarr.open_group(tmp, mode="a", zarr_format=fmt)
+        specs = {"field": (("time", "lat", "lon"), shape, chunks, field_attrs, dtype), **{
+            name: (dims, extra_shape, extra_chunks, attrs, np.float64)
+            for name, (dims, extra_shape, extra_chunks, attrs) in (extra or {}).items()}}
+        arrays = {}
+        for name, (dims, array_shape, array_chunks, attrs, array_dtype) in specs.items():
+            named = {"dimension_names": dims} if fmt == 3 else {}
+            attrs = attrs if fmt == 3 else {**attrs, "_ARRAY_DIMENSIONS": list(dims)}
+            arrays[name] = group.create_array(name, shape=array_shape, chunks=array_chunks, dtype=array_dtype,
+                                              fill_value=np.nan, attributes=attrs, **named)
         yield arrays
+
+
+def _portable_encoding(ds: xr.Dataset) -> None:
+    """Keep only the encoding keys that mean the same in both Zarr formats (an input store's codecs would not)."""
+    for var in ds.variables.values():
+        var.encoding = {k: v for k, v in var.encoding.items() if k in _KEPT_ENCODING}
 
 
 def write_store(
@@ -489,25 +741,30 @@ def write_store(
     params: dict[str, Any] | None = None,
     backend: str | None = None,
     sources: Iterable[str | os.PathLike] | None = None,
+    output: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``ds`` to a Zarr store at ``path`` atomically, with provenance attributes and a manifest.
+    """Write ``ds`` to a Zarr store at ``path`` atomically, CF-labelled, with provenance, manifest and consolidated metadata.
 
     The data are written to a temporary directory beside ``path``, sealed with
-    their manifest and swapped into place (:func:`atomic_directory`); an
-    existing store at ``path`` is replaced only then. ``sources``: the source
-    files of an ingest, checksummed into the provenance. The Dataset passed in
-    is not modified.
+    their manifest and consolidated metadata and swapped into place
+    (:func:`atomic_directory`); an existing store at ``path`` is replaced only
+    then. ``sources``: the source files of an ingest, checksummed into the
+    provenance. ``output``: the ``output`` config section
+    (:func:`output_options`): ``zarr_format`` 3 (default) or 2, and
+    ``netcdf`` to also write ``{path}.nc``. The Dataset passed in is not modified.
     """
+    options = output_options(output)
     main = MAIN_VARIABLE.get(stage)
     main = main if main in ds.data_vars else next(iter(ds.data_vars), None)
-    out = ds.copy(deep=False)
-    out.attrs = {**_own_attrs(ds.attrs), **provenance(stage, params, backend, sources=sources,
-                                                      dtype=ds[main].dtype if main is not None else None)}
+    out = cf_labelled(ds)
+    out.attrs = {**_own_attrs(out.attrs), **provenance(stage, params, backend, sources=sources,
+                                                       dtype=ds[main].dtype if main is not None else None)}
+    _portable_encoding(out)
     for name, var in out.variables.items():
         if var.dtype.kind == "U":  # fixed-width unicode has no stable Zarr v3 spec
             out[name] = var.astype(object)
-    with atomic_directory(path, what=f"{stage} store") as tmp:
-        out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+    with atomic_directory(path, what=f"{stage} store", netcdf=options["netcdf"]) as tmp:
+        out.to_zarr(tmp, mode="w", zarr_format=options["zarr_format"], consolidated=False)
     return Path(path)
 
 
@@ -540,7 +797,7 @@ def write_marker(marker: str | os.PathLike) -> Path:
     nothing that varies between two runs of one config.
     """
     marker, store = Path(marker), store_path(marker)
-    if not (store / "zarr.json").is_file():
+    if not is_store(store):
         raise FileNotFoundError(f"The store {store} is not there; its marker {marker} is written only after it.")
     content = json.dumps({"store": store.name, "manifest_sha256": _digest(read_manifest(store))}, indent=1) + "\n"
     for stale in marker.parent.glob(f"{glob.escape(f'.{marker.name}')}.tmp-*"):  # a killed write's
@@ -567,7 +824,7 @@ def marked_store(marker: str | os.PathLike, what: str = "store") -> Path:
     """
     marker, store = Path(marker), store_path(marker)
     stage = _rerun(store) or ("moments_tile" if store.parent.name.endswith(".tiles") else store.parent.name)
-    if not (store / "zarr.json").is_file():
+    if not is_store(store):
         raise FileNotFoundError(f"The {what} {store} is missing although its marker {marker} is there; rerun the "
                                 f"stage that writes it (delete {marker}, or snakemake --forcerun {stage}).")
     try:

@@ -5,7 +5,9 @@ stage fails it writes the error and its traceback to the log file, then prints
 the error's one-sentence message (``ValueError: ...``) to stderr as the job's
 very last output and exits with status 1, so that no Python traceback follows
 the sentence in what ``snakemake`` shows (Snakemake runs a ``script:`` in its
-own Python process, so the exit ends only the job).
+own Python process, so the exit ends only the job). A block that succeeds ends
+its log with ``done in X.XX s``, the job's elapsed seconds (read back by
+:mod:`pipeline.summary`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ DATEFMT = "%Y-%m-%d %H:%M:%S"
 def logged(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
     """Log ``pipeline.*`` at INFO to ``path`` (and stderr) for the duration of the block.
 
-    An exception escaping the block is written, with its traceback, to
-    ``path``; then ``Type: message`` is printed to stderr and the process
+    A block that finishes logs ``done in X.XX s`` (wall-clock seconds of the
+    block) as its last line. An exception escaping the block is written, with
+    its traceback, to ``path``; then ``Type: message`` is printed to stderr and the process
     exits with status 1 (:class:`SystemExit`) instead of printing a traceback.
     """
     logger = logging.getLogger("pipeline")
@@ -40,6 +43,7 @@ def logged(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
     for handler in handlers:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
+    start = time.perf_counter()
     try:
         yield logger
     except Exception as err:
@@ -52,6 +56,8 @@ def logged(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
         sys.stdout.flush()
         print(sentence, file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    else:
+        logger.info("done in %.2f s", time.perf_counter() - start)
     finally:
         _detach(logger, handlers)
 

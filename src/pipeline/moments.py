@@ -242,8 +242,10 @@ def _statistics(axes: dict[str, np.ndarray], name: str, units: str, stats: dict[
     long = name
     ds = xr.Dataset(
         {
-            "mean": (("lat", "lon"), mean, {"long_name": f"time mean over valid steps of {long}", "units": units}),
-            "std": (("lat", "lon"), std, {"long_name": f"standard deviation (ddof=1) over valid steps of {long}", "units": units}),
+            "mean": (("lat", "lon"), mean, {"long_name": f"time mean over valid steps of {long}", "units": units,
+                                            "cell_methods": "time: mean"}),
+            "std": (("lat", "lon"), std, {"long_name": f"standard deviation (ddof=1) over valid steps of {long}",
+                                          "units": units, "cell_methods": "time: standard_deviation"}),
             "count": (("lat", "lon"), count, {"long_name": f"number of valid time steps of {long}", "units": "1"}),
             "valid": (("lat", "lon"), count == n_time, {"long_name": f"complete cell (no missing time step) of {long}", "units": "1"}),
             "weight": weight,
@@ -307,11 +309,14 @@ def reduce(partials: Sequence[xr.Dataset], *, params: dict[str, Any]) -> xr.Data
 
 
 def run(field_store: str | os.PathLike, output: str | os.PathLike, *, params: dict[str, Any],
-        backend: str = "auto", part: tuple[int, int] | None = None) -> None:
+        backend: str = "auto", part: tuple[int, int] | None = None,
+        output_options: dict[str, Any] | None = None) -> None:
     """Read a fields store, compute its moments (or one part of them) and write the store.
 
     An out-of-memory error on the device retries once with ``memory_budget_mb``
-    halved (:func:`pipeline.backend.halve_budget_on_oom`).
+    halved (:func:`pipeline.backend.halve_budget_on_oom`). The store keeps the
+    field's grid bounds (:func:`pipeline.io.with_bounds`). ``output_options``:
+    the ``output`` config section (a partial store of a tile job gets no netCDF copy).
     """
     b = resolve(backend)
     path = os.fspath(field_store)
@@ -319,11 +324,16 @@ def run(field_store: str | os.PathLike, output: str | os.PathLike, *, params: di
         raise FileNotFoundError(f"The fields store {path} does not exist; run the ingest stage first.")
     ds = halve_budget_on_oom(lambda p: compute(path, params=p, backend=b, part=part), params, section=STAGE,
                              default_mb=DEFAULTS["memory_budget_mb"], what=f"the moments of {path}")
-    io.write_store(ds, output, stage=STAGE if part is None else f"{STAGE}_tile", params=params, backend=b.name)
+    options = io.output_options(output_options)
+    if part is not None:
+        options["netcdf"] = False
+    io.write_store(io.with_bounds(ds, path), output, stage=STAGE if part is None else f"{STAGE}_tile",
+                   params=params, backend=b.name, output=options)
 
 
 def run_reduce(partial_stores: Sequence[str | os.PathLike], output: str | os.PathLike, *,
-               params: dict[str, Any]) -> None:
-    """Merge the partial stores of the tile jobs into the moments store."""
+               params: dict[str, Any], output_options: dict[str, Any] | None = None) -> None:
+    """Merge the partial stores of the tile jobs into the moments store (with their grid bounds)."""
     partials = [io.open_store(s, what="partial moments store") for s in partial_stores]
-    io.write_store(reduce(partials, params=params), output, stage=STAGE, params=params)
+    ds = io.with_bounds(reduce(partials, params=params), partials[0])
+    io.write_store(ds, output, stage=STAGE, params=params, output=output_options)

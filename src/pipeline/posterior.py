@@ -223,12 +223,18 @@ def run(
     params: dict[str, Any],
     regression_params: dict[str, Any],
     backend: str = "auto",
+    output_options: dict[str, Any] | None = None,
 ) -> None:
-    """Read the three input stores, sample the posterior, and write ``output``."""
+    """Read the three input stores, sample the posterior, and write ``output``.
+
+    The store keeps the target's grid bounds (:func:`pipeline.io.with_bounds`);
+    ``output_options``: the ``output`` config section.
+    """
     b = as_backend(backend)
     target_ds = io.open_store(target_store, "target fields store")
     eof_ds = io.open_store(predictor_eof_store, "predictor EOF store")
     regression_ds = io.open_store(regression_store, "regression store")
     ds = compute(target_ds, eof_ds, regression_ds, params=params, regression_params=regression_params, backend=b)
-    io.write_store(ds, output, stage="posterior", params=params, backend=b.name)
+    io.write_store(io.with_bounds(ds, target_ds), output, stage="posterior", params=params, backend=b.name,
+                   output=output_options)
     log.info("wrote %s", output)

@@ -317,12 +317,17 @@ def _dataset(
 
 def run(
     target_store: str | os.PathLike, predictor_eof_store: str | os.PathLike, output: str | os.PathLike,
-    *, params: dict[str, Any], backend: str = "auto",
+    *, params: dict[str, Any], backend: str = "auto", output_options: dict[str, Any] | None = None,
 ) -> None:
-    """Read the target field and predictor EOF stores, fit, and write ``output``."""
+    """Read the target field and predictor EOF stores, fit, and write ``output``.
+
+    The store keeps the target's grid bounds (:func:`pipeline.io.with_bounds`);
+    ``output_options``: the ``output`` config section.
+    """
     b = as_backend(backend)
     target_ds = io.open_store(target_store, "target fields store")
     eof_ds = io.open_store(predictor_eof_store, "predictor EOF store")
     ds = compute(target_ds, eof_ds, params=params, backend=b)
-    io.write_store(ds, output, stage="regression", params=params, backend=b.name)
+    io.write_store(io.with_bounds(ds, target_ds), output, stage="regression", params=params, backend=b.name,
+                   output=output_options)
     log.info("wrote %s", output)

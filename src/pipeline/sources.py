@@ -41,6 +41,7 @@ from xarray.core import indexing
 
 from pipeline import coords, synthetic, timeaxis
 from pipeline.grid import canonical_dims
+from pipeline.io import BOUNDS, BOUNDS_DIM
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,10 @@ def open_field(name: str, spec: dict[str, Any]) -> xr.Dataset:
         ``field(time, lat, lon)`` (float, latitudes ascending, longitudes one
         increasing run, time sorted), lazily read from the files, its
         ``selected`` attribute giving the values ``select`` used; ``time``
-        decoded, ``lat``/``lon`` float64 with CF attributes; the planted-truth
+        decoded, ``lat``/``lon`` float64 with CF attributes; the source's
+        bounds of each axis that has them (``time_bnds``, ``lat_bnds``,
+        ``lon_bnds`` along ``bnds``; time bounds only when every file has them);
+        the planted-truth
         variables of a synthetic or single-file source; attributes ``field_name``, ``field_units``,
         ``source``, ``source_files`` and ``Conventions``. ``close()`` closes
         every file.
@@ -174,7 +178,8 @@ class _Piece:
     ``var`` keeps the file's dimension order (``dims``, a permutation of
     ``time, lat, lon``); ``time_index``, ``lat_index`` and ``lon_index`` map
     canonical (sorted) positions to the file's own. ``selected`` is what
-    ``select`` picked, as ``(axis, asked, used)``.
+    ``select`` picked, as ``(axis, asked, used)``; ``bounds`` the file's
+    bounds of each axis that has them, ``(n, 2)`` in canonical order.
     """
 
     path: Path
@@ -192,6 +197,7 @@ class _Piece:
     variable: str
     truth: dict
     selected: list[tuple[str, Any, Any]]
+    bounds: dict[str, np.ndarray]
 
 
 def _choose_variable(ds: xr.Dataset, name: str, spec: dict[str, Any], where: str) -> str:
@@ -274,10 +280,66 @@ def _piece(ds: xr.Dataset, name: str, spec: dict[str, Any], path: Path) -> _Piec
     lon = coords.checked_axis(da, "lon", name, where)
     lat_index = coords.lat_order(lat)
     lon_index, lon = coords.lon_order(lon, name, where)
+    centres = {"time": keys[time_index], "lat": lat[lat_index], "lon": lon}
+    order = {"time": time_index, "lat": lat_index, "lon": lon_index}
+    bounds = {axis: b for axis in DIMS
+              if (b := _axis_bounds(ds, da, axis, order[axis], centres[axis], spec, calendar, name, where)) is not None}
     return _Piece(path=path, var=da.variable, dims=tuple(str(d) for d in da.dims), time=time[time_index],
                   keys=keys[time_index], calendar=calendar, time_index=time_index, lat=lat[lat_index],
                   lat_index=lat_index, lon=lon, lon_index=lon_index, attrs=dict(da.attrs), variable=variable,
-                  truth=_truth(ds, time_index, lat_index, lon_index), selected=selected)
+                  truth=_truth(ds, time_index, lat_index, lon_index), selected=selected, bounds=bounds)
+
+
+def _axis_bounds(ds: xr.Dataset, da: xr.DataArray, axis: str, index: np.ndarray, centre: np.ndarray,
+                 spec: dict[str, Any], calendar: str, name: str, where: str) -> np.ndarray | None:
+    """The source's bounds of ``axis`` (CF ``bounds``), ``(n, 2)`` in canonical order, or None.
+
+    Time bounds are decoded like the time axis; longitude bounds move by the
+    whole turns that bring each edge nearest its cell's (canonical) longitude.
+    Each row is ordered lower, upper. Bounds that are not a ``(n, 2)`` variable,
+    cannot be decoded or do not hold their coordinate value are left out, with
+    a log line.
+    """
+    label = da[axis].attrs.get("bounds")
+    if not isinstance(label, str) or label not in ds.variables:
+        return None
+    raw = ds[label].variable
+    if raw.shape != (centre.size, 2):
+        log.info("field %s: the %s bounds %r of %s are not one (%s, 2) variable; left out", name, axis, label, where,
+                 axis)
+        return None
+    values = np.asarray(raw.values)[index]
+    try:
+        if axis == "time":
+            values = _decoded_time_bounds(values, da, spec, calendar)
+            edges = timeaxis.ordinal_days(values.ravel()).reshape(values.shape)
+        else:
+            values = edges = values.astype(np.float64)
+    except (ValueError, TypeError, OverflowError) as err:
+        log.info("field %s: the %s bounds %r of %s cannot be read (%s); left out", name, axis, label, where, err)
+        return None
+    if axis == "lon":
+        values = edges = values + 360.0 * np.round((centre[:, None] - values) / 360.0)
+    swap = edges[:, 0] > edges[:, 1]
+    values, edges = np.where(swap[:, None], values[:, ::-1], values), np.where(swap[:, None], edges[:, ::-1], edges)
+    if not np.all((edges[:, 0] <= centre) & (centre <= edges[:, 1])):
+        log.info("field %s: the %s bounds %r of %s do not hold their %s values; left out", name, axis, label, where,
+                 axis)
+        return None
+    return values
+
+
+def _decoded_time_bounds(values: np.ndarray, da: xr.DataArray, spec: dict[str, Any], calendar: str) -> np.ndarray:
+    """Time bounds as dates, decoded with the time axis' units (CF: bounds share them) and calendar."""
+    if values.dtype.kind == "M" or (values.dtype == object and timeaxis.is_dates(values.ravel())):
+        return values
+    units = spec.get("time_units") or da["time"].attrs.get("units")
+    if not units:
+        raise ValueError("the time axis has no units")
+    with warnings.catch_warnings():
+        for message in _BENIGN_TIME_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        return np.asarray(timeaxis.decode(values.ravel(), str(units), calendar)).reshape(values.shape)
 
 
 def _is_truth(variable: Any) -> bool:
@@ -440,9 +502,12 @@ def _assemble(pieces: list[_Piece], name: str, spec: dict[str, Any], label: str)
     first = pieces[0]
     axes = {"time": np.concatenate([p.time for p in pieces]), "lat": first.lat, "lon": first.lon}
     truth = first.truth if len(pieces) == 1 else {}
+    bounds = {axis: b for axis, b in first.bounds.items() if axis != "time"}
+    if all("time" in p.bounds for p in pieces):
+        bounds["time"] = np.concatenate([p.bounds["time"] for p in pieces])
     _log_selection(name, spec, first.selected)
     return _dataset(field, axes, first.attrs, first.variable, truth, name, spec, label, len(pieces),
-                    _selected_text(first.selected))
+                    _selected_text(first.selected), bounds)
 
 
 def _selected_text(selected: list[tuple[str, Any, Any]]) -> str:
@@ -495,18 +560,23 @@ def _synthetic(name: str, spec: dict[str, Any]) -> xr.Dataset:
 
 
 def _dataset(field: xr.Variable, axes: dict[str, np.ndarray], attrs: dict, variable: str, truth: dict, name: str,
-             spec: dict[str, Any], label: str, n_files: int, selected: str = "") -> xr.Dataset:
-    """The canonical Dataset: ``field`` with CF attributes, coordinates, truth variables, provenance.
+             spec: dict[str, Any], label: str, n_files: int, selected: str = "",
+             bounds: dict[str, np.ndarray] | None = None) -> xr.Dataset:
+    """The canonical Dataset: ``field`` with CF attributes, coordinates, truth variables, bounds, provenance.
 
     ``field`` is a ``(time, lat, lon)`` Variable, kept as it is (lazy for a file source);
-    ``selected`` (the values ``select`` used) becomes its attribute of that name.
+    ``selected`` (the values ``select`` used) becomes its attribute of that name. The
+    source's ``standard_name`` and ``cell_methods`` are kept. ``bounds``: the source's
+    bounds of ``time``, ``lat``, ``lon`` (``(n, 2)``, canonical order), stored as
+    ``time_bnds``, ``lat_bnds``, ``lon_bnds`` along ``bnds``.
     """
     units = spec.get("units") or attrs.get("units", "1")
     field = field.copy(deep=False)
     field.attrs = {"units": units, "long_name": spec.get("long_name") or attrs.get("long_name", name),
                    "source_variable": variable}
-    if "standard_name" in attrs:
-        field.attrs["standard_name"] = attrs["standard_name"]
+    for key in ("standard_name", "cell_methods"):
+        if key in attrs:
+            field.attrs[key] = attrs[key]
     if selected:
         field.attrs["selected"] = selected
     axes = {"time": np.asarray(axes["time"]), "lat": np.asarray(axes["lat"], dtype=np.float64),
@@ -514,6 +584,8 @@ def _dataset(field: xr.Variable, axes: dict[str, np.ndarray], attrs: dict, varia
     out = xr.Dataset({"field": field}, coords=axes)
     for v, da in truth.items():
         out[v] = da
+    for axis in (a for a in DIMS if a in (bounds or {})):
+        out[BOUNDS[axis]] = ((axis, BOUNDS_DIM), bounds[axis])
     out["lat"].attrs.update(units="degrees_north", standard_name="latitude", long_name="latitude")
     out["lon"].attrs.update(units="degrees_east", standard_name="longitude", long_name="longitude")
     out["time"].attrs.update(standard_name="time", long_name="time")

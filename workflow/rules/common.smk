@@ -151,13 +151,20 @@ def all_outputs():
     outputs = [
         figure(kind, f)
         for f in EOF_FIELDS
-        for kind in ("eof_spectrum", "eof_maps", "pc_timeseries")
+        for kind in (
+            "eof_spectrum",
+            "eof_maps",
+            "eof_correlation",
+            "pc_timeseries",
+            "summary",
+        )
     ]
     outputs += [figure("distribution_map", f) for f in DIST_FIELDS]
     outputs += [
         figure(kind, t)
         for t in TARGETS
-        for kind in ("regression_maps", "posterior_map")
+        for kind in ("regression_maps", "posterior_map", "posterior_sd")
     ]
     outputs += [marker("fields", f) for f in FIELDS]
+    outputs.append(f"{RESULTS}/summary.html")
     return outputs

@@ -9,6 +9,7 @@ rule distributions:
         "../../environment.yml"
     params:
         distributions=section("distributions"),
+        output=section("output"),
         backend=config["backend"],
     script:
         "../scripts/distributions.py"

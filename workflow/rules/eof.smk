@@ -13,6 +13,7 @@ rule eof:
         mem_mb=eof_mem_mb,
     params:
         eof=section("eof"),
+        output=section("output"),
         backend=config["backend"],
     script:
         "../scripts/eof.py"

@@ -40,6 +40,27 @@ rule figure_eof_maps:
         "../scripts/figure.py"
 
 
+rule figure_eof_correlation:
+    input:
+        marker("eof", "{field}"),
+    output:
+        report(
+            figure("eof_correlation", "{field}"),
+            caption="../report/eof_correlation.rst",
+            category="EOF",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/eof_correlation_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="eof_correlation",
+        figures=section("figures"),
+    script:
+        "../scripts/figure.py"
+
+
 rule figure_pc_timeseries:
     input:
         marker("eof", "{field}"),
@@ -56,6 +77,27 @@ rule figure_pc_timeseries:
         "../../environment.yml"
     params:
         kind="pc_timeseries",
+        figures=section("figures"),
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_summary:
+    input:
+        marker("eof", "{field}"),
+    output:
+        report(
+            figure("summary", "{field}"),
+            caption="../report/summary.rst",
+            category="EOF",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/summary_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="summary",
         figures=section("figures"),
     script:
         "../scripts/figure.py"
@@ -119,6 +161,27 @@ rule figure_posterior_map:
         "../../environment.yml"
     params:
         kind="posterior_map",
+        figures=section("figures"),
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_posterior_sd:
+    input:
+        marker("posterior", "{target}"),
+    output:
+        report(
+            figure("posterior_sd", "{target}"),
+            caption="../report/posterior_sd.rst",
+            category="Posterior",
+            subcategory="{target}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/posterior_sd_{{target}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="posterior_sd",
         figures=section("figures"),
     script:
         "../scripts/figure.py"

@@ -9,5 +9,6 @@ rule ingest:
         "../../environment.yml"
     params:
         spec=field_spec,
+        output=section("output"),
     script:
         "../scripts/ingest.py"

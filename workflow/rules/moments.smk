@@ -20,6 +20,7 @@ if N_TILES > 1:
             mem_mb=moments_mem_mb,
         params:
             moments=section("moments"),
+            output=section("output"),
             backend=config["backend"],
         script:
             "../scripts/moments_tile.py"
@@ -37,6 +38,7 @@ if N_TILES > 1:
             "../../environment.yml"
         params:
             moments=section("moments"),
+            output=section("output"),
         script:
             "../scripts/moments_reduce.py"
 
@@ -55,6 +57,7 @@ else:
             mem_mb=moments_mem_mb,
         params:
             moments=section("moments"),
+            output=section("output"),
             backend=config["backend"],
         script:
             "../scripts/moments.py"

@@ -12,6 +12,7 @@ rule posterior:
     params:
         posterior=section("posterior"),
         regression=section("regression", drop=()),
+        output=section("output"),
         backend=config["backend"],
     script:
         "../scripts/posterior.py"

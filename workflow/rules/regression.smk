@@ -10,6 +10,7 @@ rule regression:
         "../../environment.yml"
     params:
         regression=section("regression", drop=()),
+        output=section("output"),
         backend=config["backend"],
     script:
         "../scripts/regression.py"

@@ -10,5 +10,10 @@ from pipeline.logs import logged
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 with logged(sm.log[0]):
-    ingest.run(sm.wildcards.field, io.store_path(sm.output[0]), params=sm.params.spec)
+    ingest.run(
+        sm.wildcards.field,
+        io.store_path(sm.output[0]),
+        params=sm.params.spec,
+        output_options=sm.params.output,
+    )
     io.write_marker(sm.output[0])

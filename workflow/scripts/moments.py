@@ -15,5 +15,6 @@ with logged(sm.log[0]):
         io.store_path(sm.output[0]),
         params=sm.params.moments,
         backend=sm.params.backend,
+        output_options=sm.params.output,
     )
     io.write_marker(sm.output[0])

@@ -18,5 +18,6 @@ with logged(sm.log[0]):
         params=sm.params.posterior,
         regression_params=sm.params.regression,
         backend=sm.params.backend,
+        output_options=sm.params.output,
     )
     io.write_marker(sm.output[0])

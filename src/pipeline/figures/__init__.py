@@ -7,15 +7,20 @@ kind                      store                   shows
 ========================  ======================  ====================================
 ``eof_spectrum``          ``eof/{field}``         variance per mode, North error bars
 ``eof_maps``              ``eof/{field}``         leading EOFs as covariance maps
+``eof_correlation``       ``eof/{field}``         leading EOFs as correlation maps
 ``pc_timeseries``         ``eof/{field}``         standardized PCs against year
+``summary``               ``eof/{field}``         EOF 1 map, PC 1 and spectrum in one
 ``regression_maps``       ``regression/{t}``      coefficient maps and R²
 ``distribution_map``      ``distributions/{f}``   best family and its AIC margin
 ``posterior_map``         ``posterior/{t}``       P(coefficient > 0), stippled CIs
+``posterior_sd``          ``posterior/{t}``       posterior sd of each coefficient
 ========================  ======================  ====================================
 
-Figures are built on :class:`~matplotlib.figure.Figure` directly, without
-``pyplot``: nothing is registered globally, no GUI backend is touched (PNG is
-rendered by Agg) and a figure is freed as soon as it is no longer referenced.
+Maps (projection chosen by the domain, coastlines, labelled gridlines,
+layout) come from :mod:`pipeline.figures.maps`. Figures are built on
+:class:`~matplotlib.figure.Figure` directly, without ``pyplot``: nothing is
+registered globally, no GUI backend is touched (PNG is rendered by Agg) and a
+figure is freed as soon as it is no longer referenced.
 """
 
 from __future__ import annotations
@@ -26,51 +31,71 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import xarray as xr
 from matplotlib.figure import Figure
 
 from pipeline import __version__, io
-from pipeline.figures._common import count
-from pipeline.figures.eof import eof_maps, eof_spectrum, pc_timeseries
-from pipeline.figures.fits import distribution_map, posterior_map, regression_maps
+from pipeline.figures._common import clean_units, count
+from pipeline.figures.eof import eof_correlation, eof_maps, eof_spectrum, pc_timeseries, summary
+from pipeline.figures.fits import distribution_map, posterior_map, posterior_sd, regression_maps
+from pipeline.figures.maps import PROJECTIONS
 
 __all__ = [
     "KINDS",
+    "Options",
+    "clean_units",
     "distribution_map",
+    "eof_correlation",
     "eof_maps",
     "eof_spectrum",
     "make",
     "pc_timeseries",
     "posterior_map",
+    "posterior_sd",
     "regression_maps",
     "save_png",
+    "summary",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Figure kind -> (store it reads, builder taking the Dataset and ``n_maps``).
-KINDS: dict[str, tuple[str, Callable[[xr.Dataset, int], Figure]]] = {
-    "eof_spectrum": ("eof", lambda ds, n: eof_spectrum(ds)),
-    "eof_maps": ("eof", eof_maps),
-    "pc_timeseries": ("eof", pc_timeseries),
-    "regression_maps": ("regression", regression_maps),
-    "distribution_map": ("distributions", lambda ds, n: distribution_map(ds)),
-    "posterior_map": ("posterior", posterior_map),
+
+class Options(NamedTuple):
+    """What the builders take from the ``figures`` config section."""
+
+    n_maps: int = 3
+    projection: str = "auto"
+
+
+#: Figure kind -> (store it reads, builder taking the Dataset and the :class:`Options`).
+KINDS: dict[str, tuple[str, Callable[[xr.Dataset, Options], Figure]]] = {
+    "eof_spectrum": ("eof", lambda ds, o: eof_spectrum(ds)),
+    "eof_maps": ("eof", lambda ds, o: eof_maps(ds, o.n_maps, o.projection)),
+    "eof_correlation": ("eof", lambda ds, o: eof_correlation(ds, o.n_maps, o.projection)),
+    "pc_timeseries": ("eof", lambda ds, o: pc_timeseries(ds, o.n_maps)),
+    "summary": ("eof", lambda ds, o: summary(ds, o.projection)),
+    "regression_maps": ("regression", lambda ds, o: regression_maps(ds, o.n_maps, o.projection)),
+    "distribution_map": ("distributions", lambda ds, o: distribution_map(ds, o.projection)),
+    "posterior_map": ("posterior", lambda ds, o: posterior_map(ds, o.n_maps, o.projection)),
+    "posterior_sd": ("posterior", lambda ds, o: posterior_sd(ds, o.n_maps, o.projection)),
 }
-DEFAULTS = {"n_maps": 3, "dpi": 150}
+DEFAULTS = {"n_maps": 3, "dpi": 150, "projection": "auto"}
 
 
-def _check_params(params: dict[str, Any]) -> tuple[int, float]:
-    """``n_maps`` and ``dpi`` from the ``figures`` config section (defaults when absent)."""
+def _check_params(params: dict[str, Any]) -> tuple[Options, float]:
+    """:class:`Options` and ``dpi`` from the ``figures`` config section (defaults when absent)."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be the 'figures' config section as a dict; got {type(params).__name__}.")
     n_maps = count(params.get("n_maps", DEFAULTS["n_maps"]), 10**9, "figures.n_maps")
     dpi = params.get("dpi", DEFAULTS["dpi"])
     if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not 10 <= dpi <= 2400:
         raise ValueError(f"figures.dpi must be a number between 10 and 2400; got {dpi!r}.")
-    return n_maps, float(dpi)
+    projection = params.get("projection", DEFAULTS["projection"])
+    if projection not in PROJECTIONS:
+        raise ValueError(f"figures.projection must be one of {', '.join(PROJECTIONS)}; got {projection!r}.")
+    return Options(n_maps, projection), float(dpi)
 
 
 def save_png(fig: Figure, output: str | os.PathLike, dpi: float, metadata: dict[str, str] | None = None) -> Path:
@@ -79,7 +104,10 @@ def save_png(fig: Figure, output: str | os.PathLike, dpi: float, metadata: dict[
     The image is rendered to a hidden temporary file in the same directory and
     renamed over ``output`` only once complete (:func:`os.replace` is atomic on
     one file system), so a killed job never leaves a half-written PNG; a
-    temporary file left by a killed job is removed by the next save.
+    temporary file left by a killed job is removed by the next save. The
+    figure is laid out once before it is rendered: map gridline labels move
+    with their axes, so constrained layout needs that second pass to keep
+    them inside the figure.
     """
     output = Path(output)
     if output.suffix.lower() != ".png":
@@ -89,6 +117,7 @@ def save_png(fig: Figure, output: str | os.PathLike, dpi: float, metadata: dict[
         stale.unlink(missing_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
+        fig.draw_without_rendering()
         fig.savefig(tmp, format="png", dpi=dpi, metadata=metadata)
         os.replace(tmp, output)
     finally:
@@ -110,7 +139,8 @@ def make(kind: str, store: str | os.PathLike, output: str | os.PathLike, *, para
         The PNG to write (atomically, see :func:`save_png`).
     params : dict
         The ``figures`` config section: ``n_maps`` (maps / panels drawn,
-        default 3) and ``dpi`` (default 150).
+        default 3), ``dpi`` (default 150) and ``projection`` (default
+        ``auto``: chosen by the domain, see :mod:`pipeline.figures.maps`).
 
     Raises
     ------
@@ -120,11 +150,11 @@ def make(kind: str, store: str | os.PathLike, output: str | os.PathLike, *, para
     """
     if kind not in KINDS:
         raise ValueError(f"Figure kind must be one of {', '.join(KINDS)}; got {kind!r}.")
-    n_maps, dpi = _check_params(params)
+    options, dpi = _check_params(params)
     what, build = KINDS[kind]
     start = time.perf_counter()
     ds = io.open_store(store, what=f"{what} store")
-    fig = build(ds, n_maps)
+    fig = build(ds, options)
     metadata = {
         "Title": f"{kind}: {ds.attrs.get('field_name', 'field')}",
         "Software": f"pipeline {__version__} (pipeline.figures)",

@@ -1,28 +1,35 @@
-"""Shared pieces of the figure families: checks, labels, norms and map panels.
+"""Shared pieces of the figure families: checks, labels, units and colour scales.
 
 Everything here works on host NumPy values taken from xarray objects; figures
 are built with :class:`matplotlib.figure.Figure` directly (never ``pyplot``), so
-no GUI backend, global figure registry or ``plt.close`` is involved.
+no GUI backend, global figure registry or ``plt.close`` is involved. Map
+panels (projection, coastlines, gridlines, layout) are in
+:mod:`pipeline.figures.maps`.
 """
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
 from matplotlib import colormaps
-from matplotlib.axes import Axes
-from matplotlib.collections import QuadMesh
 from matplotlib.colors import Colormap, Normalize
-from matplotlib.figure import Figure
 
 #: Colour of cells with no value (not a complete cell, or a failed fit).
 MISSING_COLOUR = "0.82"
-#: Width of every figure, in inches (a full text width in most journals).
+#: Widest figure, in inches (a full text width in most journals).
 FIG_WIDTH = 7.0
-LON_LABEL = "Longitude (°E)"
-LAT_LABEL = "Latitude (°N)"
+#: Diverging colormap of signed fields (EOFs, coefficients, anomalies), centred on zero.
+DIVERGING = "RdBu_r"
+#: Sequential colormap of positive fields (R², standard deviations).
+SEQUENTIAL = "viridis"
+#: Percentile of the finite values that ends a sequential colour scale (R², sd).
+UPPER_PERCENTILE = 99.0
+#: Mean width of one character of a suptitle (14.4 pt), inches.
+TITLE_CHAR_W = 0.085
 
 
 def require(ds: xr.Dataset, names: Sequence[str], what: str) -> None:
@@ -59,95 +66,153 @@ def field_name(ds: xr.Dataset) -> str:
     return str(ds.attrs.get("field_name", "field"))
 
 
-def label(da: xr.DataArray, text: str | None = None, units: str | None = None) -> str:
-    """An axis label ``"text (units)"`` from a variable's ``long_name``/``units`` attributes.
+# ---------------------------------------------------------------- units
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+_TOKEN = re.compile(r"\s*(?:(?P<open>\()|(?P<close>\))|(?P<div>/)|(?P<pow>(?:\^|\*\*)\s*[+-]?\d+)|"
+                    r"(?P<mul>[*·.])|(?P<sym>[A-Za-z_°%µ]+)(?P<exp>[+-]?\d+)?|(?P<one>1(?![\d.])))")
+
+
+def _unit_powers(text: str) -> dict[str, int]:
+    """``{symbol: exponent}`` of a UDUNITS-style unit string, in order of appearance.
+
+    Grammar: factors multiplied by juxtaposition, ``*``, ``.`` or ``·`` and
+    divided by ``/`` (which takes the next factor only, as in UDUNITS); a
+    factor is a symbol or a parenthesised expression, raised by ``^n``,
+    ``**n`` or a trailing integer (``m2``, ``s-1``); ``1`` is dimensionless.
+    Raises ``ValueError`` on anything else.
+    """
+    tokens, pos = [], 0
+    while pos < len(text.rstrip()):
+        match = _TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            raise ValueError(text)
+        tokens.append(match)
+        pos = match.end()
+
+    def expression(i: int) -> tuple[dict[str, int], int]:
+        powers: dict[str, int] = {}
+        sign = 1
+        while i < len(tokens) and tokens[i].lastgroup != "close":
+            kind = tokens[i].lastgroup
+            if kind in ("div", "mul"):
+                if kind == "div":
+                    sign = -1
+                i += 1
+                continue
+            if kind == "open":
+                inner, i = expression(i + 1)
+                if i >= len(tokens) or tokens[i].lastgroup != "close":
+                    raise ValueError(text)
+                i += 1
+            elif kind == "one":
+                inner, i = {}, i + 1
+            elif kind in ("sym", "exp"):
+                exp = tokens[i].group("exp")
+                inner, i = {tokens[i].group("sym"): int(exp) if exp else 1}, i + 1
+            else:
+                raise ValueError(text)
+            if i < len(tokens) and tokens[i].lastgroup == "pow":
+                power = int(tokens[i].group("pow").lstrip("^*").strip())
+                inner = {k: v * power for k, v in inner.items()}
+                i += 1
+            for k, v in inner.items():
+                powers[k] = powers.get(k, 0) + sign * v
+            sign = 1
+        return powers, i
+
+    powers, end = expression(0)
+    if end != len(tokens):
+        raise ValueError(text)
+    return powers
+
+
+def clean_units(units: object) -> str:
+    """A unit string in clean notation: ``(m)/(K)`` -> ``m K⁻¹``, ``(K)^2`` -> ``K²``.
+
+    Also ``K year-1`` -> ``K year⁻¹``, ``m2`` -> ``m²``, ``(m)/(1)`` -> ``m``;
+    dimensionless units (``1``, ``""``, ``None``, or everything cancelling)
+    give ``""``. Symbols keep their order of first appearance; a string that
+    is not a product of powers of symbols (``"10 m"``, ``"days since ..."``)
+    is returned stripped, as it is.
+    """
+    if units is None:
+        return ""
+    text = str(units).strip()
+    try:
+        powers = _unit_powers(text)
+    except ValueError:
+        return text
+    parts = [sym if exp == 1 else sym + str(exp).translate(_SUPERSCRIPT) for sym, exp in powers.items() if exp]
+    return " ".join(parts)
+
+
+def label(da: xr.DataArray | None, text: str | None = None, units: str | None = None) -> str:
+    """An axis label ``"text (units)"`` from a variable's ``long_name``/``units``, units cleaned.
 
     Dimensionless quantities (units ``"1"`` or none) get no parenthesis.
     """
     text = text if text is not None else str(da.attrs.get("long_name", da.name))
-    units = units if units is not None else da.attrs.get("units")
-    return f"{text} ({units})" if units not in (None, "", "1") else text
+    units = clean_units(units if units is not None else (da.attrs.get("units") if da is not None else None))
+    return f"{text} ({units})" if units else text
 
 
+def wrap_title(text: str, width: float) -> str:
+    """``text`` with each of its lines wrapped to fit a figure ``width`` inches wide."""
+    chars = max(int(width / TITLE_CHAR_W), 20)
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+
+
+# ---------------------------------------------------------------- colour scales
 def colormap(name: str) -> Colormap:
     """A copy of a registered colormap that draws NaN cells in :data:`MISSING_COLOUR`."""
     return colormaps[name].with_extremes(bad=MISSING_COLOUR)
 
 
-def symmetric_limit(values: np.ndarray) -> float:
-    """The colour limit ``v`` of a diverging map drawn on ``[-v, v]``.
+def symmetric_limit(values: np.ndarray, q: float = 100.0) -> float:
+    """The colour limit ``v`` of a map drawn on ``[-v, v]``: the ``q``-th percentile of ``|x|``.
 
-    ``v = max |x|`` over the finite values, so the colour scale is centred on
-    zero and nothing is clipped; 1 when there is no finite non-zero value.
+    Over the finite values; ``q = 100`` gives ``max |x|`` (nothing clipped).
+    Falls back to ``max |x|``, then 1, when the percentile is not positive.
     """
+    values = np.asarray(values, dtype=np.float64)
     finite = np.abs(values[np.isfinite(values)])
-    vmax = float(finite.max()) if finite.size else 0.0
+    if not finite.size:
+        return 1.0
+    vmax = float(np.percentile(finite, q))
+    vmax = vmax if vmax > 0 else float(finite.max())
     return vmax if vmax > 0 else 1.0
 
 
-def symmetric_norm(values: np.ndarray) -> Normalize:
-    """A :class:`~matplotlib.colors.Normalize` on ``[-v, v]``, ``v`` from :func:`symmetric_limit`."""
-    vmax = symmetric_limit(values)
-    return Normalize(vmin=-vmax, vmax=vmax)
+def symmetric_norm(values: np.ndarray, q: float = UPPER_PERCENTILE) -> tuple[Normalize, str]:
+    """Diverging scale ``[-v, v]`` centred on zero, ``v`` the ``q``-th percentile of ``|x|``, and its ``extend``.
 
-
-def map_aspect(lat: np.ndarray) -> float:
-    """Axes aspect (y/x data units) making a degree look right at the central latitude.
-
-    A degree of longitude is ``cos(latitude)`` times a degree of latitude, so
-    the aspect is ``1 / cos(lat_mid)`` (clipped at 75° to stay finite).
+    A few extreme cells (a coastal corner, one grid point) would otherwise
+    wash out the pattern of a signed field; cells beyond ``±v`` are drawn in
+    the end colours and the colorbar gets arrows on the clipped side(s).
     """
-    mid = 0.5 * (float(np.min(lat)) + float(np.max(lat)))
-    return 1.0 / np.cos(np.deg2rad(min(abs(mid), 75.0)))
+    values = np.asarray(values, dtype=np.float64)
+    vmax = symmetric_limit(values, q)
+    finite = values[np.isfinite(values)]
+    above = bool(finite.size and finite.max() > vmax)
+    below = bool(finite.size and finite.min() < -vmax)
+    extend = "both" if above and below else "max" if above else "min" if below else "neither"
+    return Normalize(vmin=-vmax, vmax=vmax), extend
 
 
-def map_layout(ds: xr.Dataset, n_panels: int) -> tuple[int, int, tuple[float, float]]:
-    """Rows, columns and figure size for ``n_panels`` maps of the grid of ``ds``.
+def upper_norm(values: np.ndarray, q: float = UPPER_PERCENTILE) -> tuple[Normalize, str]:
+    """Sequential scale ``[0, P_q]`` of a positive field and the colorbar ``extend`` it needs.
 
-    Wide domains (a panel more than 1.4 times wider than tall) get one column,
-    others two; the height follows the map aspect.
+    ``P_q`` is the ``q``-th percentile of the finite values, so a few extreme
+    cells do not wash out the rest (R² ≈ 0.1 everywhere still shows its
+    pattern); cells above it are drawn in the top colour and the colorbar
+    gets an arrow (``extend="max"``). Falls back to the maximum, then 1, when
+    the percentile is not positive.
     """
-    lat, lon = ds["lat"].values, ds["lon"].values
-    lat_span = max(float(np.ptp(lat)), 1e-6)
-    panel_ratio = float(np.ptp(lon)) / (lat_span * map_aspect(lat))
-    ncols = 1 if (panel_ratio > 1.4 or n_panels == 1) else 2
-    nrows = -(-n_panels // ncols)
-    map_width = FIG_WIDTH / ncols - 1.7  # the rest: tick labels, axis label, colorbar
-    row_height = float(np.clip(map_width / max(panel_ratio, 1e-6), 1.2, 4.5)) + 0.5  # + title, x label
-    return nrows, ncols, (FIG_WIDTH, nrows * row_height + 0.4)  # + suptitle
-
-
-def map_axes(ds: xr.Dataset, n_panels: int) -> tuple[Figure, list[Axes]]:
-    """A constrained-layout figure with ``n_panels`` map axes (unused grid slots removed)."""
-    nrows, ncols, size = map_layout(ds, n_panels)
-    fig = Figure(figsize=size, layout="constrained")
-    grid = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
-    axes = list(grid.ravel())
-    for ax in axes[n_panels:]:
-        ax.remove()
-    return fig, axes[:n_panels]
-
-
-def draw_map(
-    ax: Axes,
-    da: xr.DataArray,
-    cmap: Colormap,
-    norm: Normalize,
-    title: str,
-    cbar_label: str,
-    **cbar_kw,
-) -> QuadMesh:
-    """Draw a ``(lat, lon)`` variable with ``pcolormesh`` at cell centres, with a colorbar.
-
-    NaN cells are masked (drawn in :data:`MISSING_COLOUR`); longitudes are used
-    as given; the axes aspect comes from :func:`map_aspect`.
-    """
-    values = np.ma.masked_invalid(np.asarray(da.transpose("lat", "lon").values, dtype=np.float64))
-    lon, lat = da["lon"].values, da["lat"].values
-    mesh = ax.pcolormesh(lon, lat, values, cmap=cmap, norm=norm, shading="nearest")
-    ax.set_aspect(map_aspect(lat))
-    ax.set_xlabel(LON_LABEL)
-    ax.set_ylabel(LAT_LABEL)
-    ax.set_title(title)
-    ax.figure.colorbar(mesh, ax=ax, label=cbar_label, **cbar_kw)
-    return mesh
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return Normalize(0.0, 1.0), "neither"
+    vmax = float(np.percentile(finite, q))
+    if vmax <= 0:
+        vmax = float(finite.max()) if finite.max() > 0 else 1.0
+    return Normalize(0.0, vmax), ("max" if finite.max() > vmax else "neither")
