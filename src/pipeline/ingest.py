@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pipeline import io, sources, synthetic, temporal, timeaxis
+from pipeline import io, sources, synthetic, temporal
 from pipeline.io import BOUNDS, BOUNDS_DIM, streamed_field_store, write_store
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,13 @@ def _template(canon: xr.Dataset, p: temporal.TimePlan) -> xr.Dataset:
     """Everything of the output store but ``field``, ``climatology`` and ``trend``: coordinates, truth, attributes.
 
     The source's bounds follow the time steps kept; an aggregated time axis
-    gets the bounds of its blocks (:func:`block_bounds`).
+    gets the bounds of its blocks (:func:`pipeline.temporal.block_bounds`).
     """
     out = canon.drop_vars("field")
     if p.spec.season is not None:  # a new time axis: time-dependent truth no longer applies
         timed = [v for v in out.data_vars if "time" in out[v].dims]
         out = out.drop_vars([*timed, "time"]).assign_coords(time=("time", p.time, dict(canon["time"].attrs)))
-        out[BOUNDS["time"]] = (("time", BOUNDS_DIM), block_bounds(p))
+        out[BOUNDS["time"]] = (("time", BOUNDS_DIM), temporal.block_bounds(p))
     elif p.keep.size < p.n_in:
         out = out.isel(time=p.keep)
     if p.groups is not None:
@@ -69,17 +69,6 @@ def _template(canon: xr.Dataset, p: temporal.TimePlan) -> xr.Dataset:
     if described:
         out.attrs["time_processing"] = described
     return out
-
-
-def block_bounds(p: temporal.TimePlan) -> np.ndarray:
-    """``(n_blocks, 2)`` dates: the first day of each aggregated block's season and the day after it ends.
-
-    A DJF block of 1951 runs from 1 December 1950 to 1 March 1951; every
-    output step of an aggregated axis lies within its block.
-    """
-    years = timeaxis.date_fields(p.time)[0]  # a block's time stamp falls in its block year
-    spans = np.array([temporal._season_span(int(y), list(p.spec.season), p.calendar) for y in years])
-    return temporal._from_ordinal(spans.ravel(), p.time).reshape(spans.shape)
 
 
 def _attrs(canon: xr.Dataset, p: temporal.TimePlan) -> dict[str, dict[str, Any]]:

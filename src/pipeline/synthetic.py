@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.grid import latitude_weights
-from pipeline.io import atomic_directory, provenance
+from pipeline.io import atomic_directory, cf_labelled, provenance
 
 log = logging.getLogger(__name__)
 
@@ -376,6 +376,7 @@ def write_planted_modes_store(
                       dtype=dtype),
     }  # fmt: skip
 
+    truth = cf_labelled(truth)  # axis, standard_name and units on the coordinates, as every store has
     with atomic_directory(path) as tmp:
         truth.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
         array = _create_field_array(tmp, shape, chunks, dtype, units)

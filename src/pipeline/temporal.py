@@ -310,6 +310,17 @@ def _from_ordinal(ordinal: np.ndarray, like: np.ndarray) -> np.ndarray:
     return np.asarray(dates, dtype=object)
 
 
+def block_bounds(p: temporal.TimePlan) -> np.ndarray:
+    """``(n_blocks, 2)`` dates: the first day of each aggregated block's season and the day after it ends.
+
+    A DJF block of 1951 runs from 1 December 1950 to 1 March 1951; every
+    output step of an aggregated axis lies within its block.
+    """
+    years = timeaxis.date_fields(p.time)[0]  # a block's time stamp falls in its block year
+    spans = np.array([_season_span(int(y), list(p.spec.season), p.calendar) for y in years])
+    return _from_ordinal(spans.ravel(), p.time).reshape(spans.shape)
+
+
 @dataclass
 class Processed:
     """The result of :func:`apply` on a block of cells: ``(time, ...)`` arrays on the host."""
