@@ -30,6 +30,7 @@ from scipy import stats
 
 from pipeline import figures, io, synthetic
 from pipeline.figures import _common, fits, maps
+from test_figures_extremes import extremes_store, joint_store
 
 N_TIME, N_LAT, N_LON = 24, 10, 20
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -42,7 +43,7 @@ DOMAINS = {
     "polar": ((60.0, 90.0), (0.0, 360.0), ccrs.NorthPolarStereo),
     "dateline": ((-20.0, 60.0), (120.0, 250.0), ccrs.PlateCarree),  # 120°E-110°W, across the tropics
 }
-MAP_KINDS = [k for k in figures.KINDS if k not in ("eof_spectrum", "pc_timeseries")]
+MAP_KINDS = [k for k in figures.KINDS if k not in ("eof_spectrum", "pc_timeseries", "distribution_fits")]
 
 
 # ---------------------------------------------------------------- contract-following stores
@@ -160,8 +161,14 @@ def posterior_store(domain: str | None = None) -> xr.Dataset:
     )
 
 
+def _on_grid(domain: str | None) -> dict[str, np.ndarray]:
+    s = eof_store(domain)
+    return {"lat": s["lat"].values, "lon": s["lon"].values}
+
+
 STORES = {"eof": eof_store, "regression": regression_store,
-          "distributions": lambda domain=None: distributions_store(domain=domain), "posterior": posterior_store}
+          "distributions": lambda domain=None: extremes_store(**_on_grid(domain)),
+          "joint": lambda domain=None: joint_store(**_on_grid(domain)), "posterior": posterior_store}
 PARAMS = {"n_maps": 3, "dpi": 50}
 
 
@@ -447,7 +454,8 @@ def test_every_family_on_every_domain(kind, domain):
         meshes = [m for m in ax.collections if isinstance(m, QuadMesh)]
         assert ax.lines or any(np.isfinite(plotted(m)).any() for m in meshes), (kind, domain)
     if kind in MAP_KINDS:
-        n_expected = {"summary": 1, "distribution_map": 2, "regression_maps": 4}.get(kind, 3)
+        n_expected = {"summary": 1, "distribution_map": 2, "regression_maps": 4, "return_level_maps": 2,
+                      "gev_shape": 1, "conditional_maps": 4}.get(kind, 3)
         assert len(geo_axes(fig)) == n_expected
         assert fig.get_figheight() <= maps.MAX_FIG_H + 0.01 and fig.get_figwidth() <= _common.FIG_WIDTH + 0.01
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy import stats
 
 from conftest import files_without_history
 from pipeline import io
@@ -41,9 +42,11 @@ def test_dry_run_of_the_default_config_lists_every_job():
     assert result.returncode == 0, result.stderr[-2000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
     expected = {
-        "ingest": 2, "moments": 2, "eof": 2, "regression": 1, "distributions": 1, "posterior": 1,
+        "ingest": 3, "moments": 2, "eof": 2, "regression": 1, "distributions": 2, "joint": 1, "posterior": 1,
         "figure_eof_spectrum": 2, "figure_eof_maps": 2, "figure_pc_timeseries": 2,
-        "figure_regression_maps": 1, "figure_distribution_map": 1, "figure_posterior_map": 1, "all": 1,
+        "figure_regression_maps": 1, "figure_distribution_map": 2, "figure_posterior_map": 1, "all": 1,
+        "figure_distribution_fits": 2, "figure_gev_shape": 2, "figure_return_level_maps": 1,
+        "figure_conditional_maps": 1,
         "figure_eof_correlation": 2, "figure_summary": 2, "figure_posterior_sd": 1, "summary": 1,
     }
     assert {k: int(counts.get(k, 0)) for k in expected} == expected
@@ -155,7 +158,8 @@ def synthetic_run(tmp_path_factory):
 @pytest.mark.workflow
 def test_every_store_and_figure_is_written(synthetic_run):
     for stage, name in [("fields", "x"), ("fields", "y"), ("fields", "d"), ("moments", "x"), ("eof", "x"),
-                        ("regression", "y"), ("distributions", "d"), ("posterior", "y")]:
+                        ("regression", "y"), ("distributions", "d"), ("posterior", "y"), ("fields", "rain"),
+                        ("distributions", "rain"), ("joint", "y")]:
         store = synthetic_run / stage / f"{name}.zarr"
         assert (store / "zarr.json").is_file(), (stage, name)
         assert io.marked_store(io.marker_path(store)) == store  # its marker, written after it, matches it
@@ -164,6 +168,8 @@ def test_every_store_and_figure_is_written(synthetic_run):
     assert pngs == sorted([
         "eof_spectrum_x.png", "eof_maps_x.png", "pc_timeseries_x.png", "regression_maps_y.png",
         "posterior_map_y.png", "distribution_map_d.png", "eof_correlation_x.png", "summary_x.png", "posterior_sd_y.png",
+        "distribution_fits_d.png", "gev_shape_d.png", "distribution_map_rain.png", "distribution_fits_rain.png",
+        "gev_shape_rain.png", "return_level_maps_rain.png", "conditional_maps_y.png",
     ])
     assert all((synthetic_run / "figures" / p).stat().st_size > 10_000 for p in pngs)
     assert not list(synthetic_run.rglob(".*.tmp-*")) and not list(synthetic_run.rglob(".*.old-*"))
@@ -206,6 +212,16 @@ def test_the_run_recovers_the_planted_truth(synthetic_run):
     loc = dist["loc"].sel(family="gumbel_r").values
     np.testing.assert_allclose(np.median(loc), 5000.0, atol=8.0)
 
+    # Extremes: the annual maxima of the daily gamma draws have the law F**365; their 10-year level
+    rain = open_store(synthetic_run / "fields" / "rain.zarr")
+    truth = stats.gamma.ppf(0.9 ** (1 / 365), rain["true_shape"].values, scale=rain["true_scale"].values)
+    ext = open_store(synthetic_run / "distributions" / "rain.zarr")
+    lo, hi = (ext[f"return_level_profile_{b}"].sel(family="gev", return_period=10.0).values for b in ("lower", "upper"))
+    assert np.mean((lo <= truth) & (truth <= hi)) >= 0.8
+    # Joint: y is a linear function of the planted PCs, so it correlates with the x PC 1 index in every cell
+    joint = open_store(synthetic_run / "joint" / "y.zarr")
+    assert joint.attrs["index_name"] == "x PC 1" and np.all(np.isfinite(joint["rho"].values))
+
 
 @pytest.mark.workflow
 def test_a_second_run_has_nothing_to_do_and_a_param_change_reruns_only_downstream(synthetic_run):
@@ -227,7 +243,8 @@ def test_a_second_run_has_nothing_to_do_and_a_param_change_reruns_only_downstrea
 @pytest.mark.workflow
 def test_stores_carry_their_provenance(synthetic_run):
     stages = {"fields/x": "ingest", "fields/d": "ingest", "moments/x": "moments", "eof/x": "eof",
-              "regression/y": "regression", "distributions/d": "distributions", "posterior/y": "posterior"}
+              "regression/y": "regression", "distributions/d": "distributions", "posterior/y": "posterior",
+              "joint/y": "joint"}
     commit = io.git_commit()
     for name, stage in stages.items():
         attrs = open_store(synthetic_run / f"{name}.zarr").attrs

@@ -308,6 +308,10 @@ def check_field_names(config: dict[str, Any]) -> None:
         "eof.fields": eof_fields,
         "eof.sign": sign_fields,
         "distributions.fields": (config.get("distributions") or {}).get("fields") or [],
+        "distributions.by_field": list((config.get("distributions") or {}).get("by_field") or {}),
+        "joint.fields": (config.get("joint") or {}).get("fields") or [],
+        "joint.index": [((config.get("joint") or {}).get("index") or {}).get("field")]
+        if (config.get("joint") or {}).get("fields") else [],
         "regression.target": target,
         "regression.predictor": [regression.get("predictor")] if target else [],
     }
@@ -326,12 +330,35 @@ def check_field_names(config: dict[str, Any]) -> None:
             f"Config key regression.predictor is {regression.get('predictor')!r}, but its EOFs are "
             f"not computed; add it to eof.fields.", key=["regression", "predictor"]
         )
+    joint = config.get("joint") or {}
+    index = joint.get("index") or {}
+    if joint.get("fields") and not index:
+        raise ConfigError("Config key joint.fields is set but joint.index is not; name the index, e.g. "
+                          "{field: sst, mode: 1} for the first PC of sst.", key=["joint", "index"])
+    if joint.get("fields") and index.get("mode", 1) >= 1 and index.get("field") not in eof_fields:
+        raise ConfigError(f"Config key joint.index takes a PC of field {index.get('field')!r}, whose EOFs are not "
+                          "computed; add it to eof.fields (or set mode: 0 for the field itself).",
+                          key=["joint", "index"])
+    check_distributions(config)
     for name in sign_fields:
         if name not in eof_fields:
             raise ConfigError(
                 f"Config key eof.sign has a rule for field {name!r}, whose EOFs are not "
                 f"computed; add it to eof.fields.", key=["eof", "sign"]
             )
+
+
+def check_distributions(config: dict[str, Any]) -> None:
+    """Each distributions field's settings (shared keys under its by_field entry) make sense together."""
+    from pipeline import distributions  # the stage's own checks, one sentence each
+
+    section = config.get("distributions") or {}
+    shared = {k: v for k, v in section.items() if k not in ("fields", "by_field")}
+    for name in section.get("fields") or []:
+        try:
+            distributions.settings({**shared, **(section.get("by_field") or {}).get(name, {})})
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"Field {name!r}: {err}", key=["distributions"]) from None
 
 
 def check_sources(config: dict[str, Any]) -> None:
@@ -383,7 +410,8 @@ def check(paths: Sequence[str | os.PathLike], schema: str | os.PathLike = SCHEMA
     run = config.get("run", "default")
     stages = [f"{stage} of {', '.join(names)}" for stage, names in (
         ("eof", (config.get("eof") or {}).get("fields") or []),
-        ("distributions", (config.get("distributions") or {}).get("fields") or [])) if names]
+        ("distributions", (config.get("distributions") or {}).get("fields") or []),
+        ("joint law with the index", (config.get("joint") or {}).get("fields") or [])) if names]
     regression = config.get("regression") or {}
     if regression.get("target"):
         stages.append(f"regression of {regression['target']} on {regression['predictor']}")

@@ -1,68 +1,223 @@
-"""Distributions stage: per-cell maximum-likelihood fits of normal and Gumbel laws.
+"""Distributions stage: per-cell maximum-likelihood fits, goodness of fit and return levels.
 
 Reads a ``fields/{field}.zarr`` store and writes ``distributions/{field}.zarr``
-(see ``docs/stores.md``): for every family named in the config and every
-complete grid cell, the maximum-likelihood ``loc`` and ``scale``, the
-log-likelihood, AIC = 2k - 2 log L (k = 2) and the Kolmogorov-Smirnov statistic
-of the fitted law, plus ``best_family``, the index of the lowest AIC. Cells with
-a missing value at any time step are NaN (``best_family`` -1), as are complete
-cells whose series is constant: no scale can be fitted there, so they are
-reported as not fitted (and logged) rather than stopping the run. The numbers
-come from :mod:`pipeline.kernels.distributions`.
+(see ``docs/stores.md``). In each cell the stage takes a series
+(:func:`series_of`: the field as it is, its block maxima or minima, or the
+declustered peaks over a threshold), fits every configured family by maximum
+likelihood (:mod:`pipeline.kernels.distributions`), and stores the parameters
+with their standard errors and covariance, log-likelihood, AIC, BIC, the KS and
+Anderson-Darling statistics with parametric-bootstrap p-values, the family of
+lowest AIC, the likelihood-ratio test of Gumbel within GEV, and, for a series of
+one value a year or of peaks at a known rate, return levels with delta-method
+and profile-likelihood intervals and the return periods of given values.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field as dc_field
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from pipeline import grid, io
+from pipeline import grid, io, temporal, timeaxis
 from pipeline.backend import Backend, resolve, to_numpy
 from pipeline.kernels import distributions as kernels
+from pipeline.kernels import series as kseries
 
 log = logging.getLogger(__name__)
 
 STAGE = "distributions"
-FAMILIES = kernels.FAMILIES
-MIN_TIME_STEPS = 3
-MAX_ITER = 100  # cap on the Gumbel scale iterations (5-15 are typical)
+FAMILIES = tuple(kernels.FAMILIES)
+SERIES = ("field", "block_maxima", "block_minima", "exceedances")
+MIN_SAMPLES = 5  # fewest values (blocks, peaks) a cell needs for a fit
 _NOT_FITTED = -1
+DEFAULTS: dict[str, Any] = {
+    "families": ["normal", "gumbel_r", "gumbel_l", "gev"],
+    "series": {"kind": "field", "block": "annual", "min_coverage": 0.9, "threshold": {"quantile": 0.95}, "run": 1},
+    "return_levels": {"periods": [10, 50, 100], "values": [], "level": 0.95, "profile": True},
+    "goodness_of_fit": {"n_bootstrap": 99, "seed": 0},
+    "max_iter": 100,
+}
 
 _LONG_NAMES = {
-    "loc": "maximum-likelihood location parameter",
-    "scale": "maximum-likelihood scale parameter",
+    "loc": "location parameter (scipy.stats loc)",
+    "scale": "scale parameter (scipy.stats scale)",
+    "shape": "shape parameter (gev, gpd: xi; lognormal: sigma of log; gamma: a; weibull: c)",
     "loglik": "maximized log-likelihood",
-    "aic": "Akaike information criterion (2k - 2 log L, k = 2)",
+    "aic": "Akaike information criterion, 2k - 2 log L",
+    "bic": "Bayesian information criterion, k log n - 2 log L",
     "ks": "Kolmogorov-Smirnov statistic of the fitted distribution",
+    "ad": "Anderson-Darling statistic of the fitted distribution",
+    "ks_pvalue": "parametric-bootstrap p-value of the Kolmogorov-Smirnov statistic",
+    "ad_pvalue": "parametric-bootstrap p-value of the Anderson-Darling statistic",
 }
 
 
-def _families(params: dict[str, Any]) -> tuple[str, ...]:
-    """The validated ``families`` entry of the stage's config section."""
+@dataclass(frozen=True)
+class Settings:
+    """The validated ``distributions`` config section."""
+
+    families: tuple[str, ...]
+    kind: str = "field"
+    block: Any = "annual"
+    min_coverage: float = 0.9
+    threshold: dict[str, float] = dc_field(default_factory=lambda: {"quantile": 0.95})
+    run: int = 1
+    periods: tuple[float, ...] = (10.0, 50.0, 100.0)
+    values: tuple[float, ...] = ()
+    level: float = 0.95
+    profile: bool = True
+    n_bootstrap: int = 99
+    seed: int = 0
+    max_iter: int = 100
+    cells: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def minima(self) -> bool:
+        return self.kind == "block_minima"
+
+
+def _merged(params: dict[str, Any], key: str) -> dict[str, Any]:
+    value = params.get(key) or {}
+    if not isinstance(value, dict):
+        raise TypeError(f"distributions.{key} must be a mapping; got {value!r}.")
+    unknown = set(value) - set(DEFAULTS[key])
+    if unknown:
+        raise ValueError(f"distributions.{key} has unknown key(s) {', '.join(sorted(unknown))}; "
+                         f"allowed: {', '.join(DEFAULTS[key])}.")
+    return {**DEFAULTS[key], **value}
+
+
+def settings(params: dict[str, Any]) -> Settings:
+    """The :class:`Settings` of the ``distributions`` config section, with one-sentence errors."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be the distributions config section as a dict; got {type(params).__name__}.")
-    families = params.get("families", list(FAMILIES))
-    if isinstance(families, str) or not isinstance(families, (list, tuple)):
-        raise TypeError(f"distributions.families must be a list of family names; got {families!r}.")
-    if len(families) == 0:
-        raise ValueError(f"distributions.families is empty; name at least one of {', '.join(FAMILIES)}.")
+    families = params.get("families", DEFAULTS["families"])
+    if isinstance(families, str) or not isinstance(families, (list, tuple)) or not families:
+        raise ValueError(f"distributions.families must be a non-empty list of family names; got {families!r}.")
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
-        raise ValueError(f"distributions.families has unknown family {unknown[0]!r}; valid families are {', '.join(FAMILIES)}.")
+        raise ValueError(f"distributions.families has unknown family {unknown[0]!r}; valid families are "
+                         f"{', '.join(FAMILIES)}.")
     if len(set(families)) != len(families):
         raise ValueError(f"distributions.families lists a family twice: {list(families)!r}.")
-    return tuple(families)
+    s, r, g = _merged(params, "series"), _merged(params, "return_levels"), _merged(params, "goodness_of_fit")
+    if s["kind"] not in SERIES:
+        raise ValueError(f"distributions.series.kind must be one of {', '.join(SERIES)}; got {s['kind']!r}.")
+    if (s["kind"] == "exceedances") != (list(families) == ["gpd"]) and ("gpd" in families or s["kind"] ==
+                                                                         "exceedances"):
+        raise ValueError("distributions: the gpd family is fitted to exceedances and exceedances to gpd only; set "
+                         "series.kind: exceedances with families: [gpd], or leave gpd out.")
+    if s["kind"] == "block_minima" and "gev" in families:
+        raise ValueError("distributions: gev describes maxima; fit block minima with gumbel_l (or negate the "
+                         "field and fit its block maxima).")
+    threshold = s["threshold"]
+    if not isinstance(threshold, dict) or len(threshold) != 1 or next(iter(threshold)) not in ("quantile", "value"):
+        raise ValueError(f"distributions.series.threshold must be {{quantile: q}} or {{value: v}}; got {threshold!r}.")
+    if "quantile" in threshold and not 0 < float(threshold["quantile"]) < 1:
+        raise ValueError(f"distributions.series.threshold.quantile must lie in (0, 1); got {threshold['quantile']!r}.")
+    periods = tuple(float(t) for t in r["periods"])
+    if not periods or min(periods) <= 1:
+        raise ValueError(f"distributions.return_levels.periods must be return periods in years above 1; got "
+                         f"{r['periods']!r}.")
+    return Settings(
+        families=tuple(families), kind=s["kind"], block=s["block"], min_coverage=float(s["min_coverage"]),
+        threshold=dict(threshold), run=int(s["run"]), periods=periods, values=tuple(float(v) for v in r["values"]),
+        level=float(r["level"]), profile=bool(r["profile"]), n_bootstrap=int(g["n_bootstrap"]), seed=int(g["seed"]),
+        max_iter=int(params.get("max_iter", DEFAULTS["max_iter"])),
+        cells=tuple((float(c["lat"]), float(c["lon"])) for c in params.get("cells") or []),
+    )
 
 
-def _grid(values: np.ndarray, cells: grid.CellIndex, families: tuple[str, ...], name: str, units: str) -> xr.DataArray:
-    """A ``(family, feature)`` result as a ``(family, lat, lon)`` DataArray with CF attributes."""
-    attrs = {"units": units, "long_name": _LONG_NAMES[name]}
-    return grid.from_matrix(values, cells, leading={"family": np.array(families)}, name=name, attrs=attrs)
+# ------------------------------------------------------------------ series
+
+
+@dataclass
+class Series:
+    """The series fitted in each cell.
+
+    ``values`` (sample, cell) on the host; ``valid`` marks the peaks of an
+    exceedance series (NaN-padded columns), None otherwise; ``threshold`` and
+    ``rate`` (peaks per year) per cell for exceedances; ``yearly`` says whether
+    return periods in years apply; ``time`` is the time of each sample (None for
+    exceedances).
+    """
+
+    values: np.ndarray
+    cells: grid.CellIndex
+    describe: str
+    yearly: bool
+    valid: np.ndarray | None = None
+    threshold: np.ndarray | None = None
+    rate: np.ndarray | None = None
+    time: np.ndarray | None = None
+    n_years: float | None = None
+
+
+def _years_spanned(time_values: np.ndarray) -> float:
+    """The length of a record in years: its span in days plus one step, over the calendar's year."""
+    days = timeaxis.ordinal_days(time_values)
+    step = float(np.median(np.diff(days))) if days.size > 1 else 1.0
+    return float(days[-1] - days[0] + step) / timeaxis.days_per_year(timeaxis.calendar_of(time_values))
+
+
+def _block_series(field: xr.DataArray, s: Settings, name: str, backend: Backend) -> xr.DataArray:
+    statistic = "max" if s.kind == "block_maxima" else "min"
+    spec = temporal.spec_of(name, {"aggregate": {"period": s.block, "statistic": statistic,
+                                                 "min_coverage": s.min_coverage}})
+    p = temporal.plan(field["time"].values, spec, name)
+    blocks = temporal.apply(field.values, p, backend).field
+    return xr.DataArray(blocks, dims=field.dims, coords={"time": p.time, "lat": field["lat"], "lon": field["lon"]},
+                        attrs=field.attrs)
+
+
+def series_of(field: xr.DataArray, s: Settings, name: str, backend: Backend) -> Series:
+    """The :class:`Series` of a ``(time, lat, lon)`` field for the settings' ``kind``."""
+    if s.kind in ("block_maxima", "block_minima"):
+        if not timeaxis.is_dates(field["time"].values):
+            raise ValueError(f"The {name} field's time axis holds plain numbers, not dates; set fields.{name}."
+                             "time_units so that its blocks can be found.")
+        field = _block_series(field, s, name, backend)
+        label = f"{s.block if isinstance(s.block, str) else 'block'} {s.kind.split('_')[1]}"
+    if s.kind != "exceedances":
+        cells = grid.complete_cells(field, name=name)
+        values = grid.to_matrix(field, cells)
+        t = field["time"].values
+        yearly = timeaxis.is_dates(t) and timeaxis.step_kind(t, f"{name} time axis") == "yearly"
+        describe = label if s.kind != "field" else "the field as it is"
+        return Series(values, cells, describe, yearly, time=t, n_years=float(values.shape[0]) if yearly else None)
+    if not timeaxis.is_dates(field["time"].values):
+        raise ValueError(f"The {name} field's time axis holds plain numbers, not dates; set fields.{name}.time_units "
+                         "so that the peaks' rate per year is known.")
+    valid_any = field.notnull().any("time")
+    cells = grid.CellIndex(valid=valid_any, flat=np.flatnonzero(valid_any.values.ravel()))
+    x = backend.asarray(grid.to_matrix(field, cells).astype(np.float64, copy=False))
+    if "quantile" in s.threshold:
+        q = float(s.threshold["quantile"])
+        threshold = kseries.quantile(x, q)
+        describe = f"peaks over the {100 * q:g}th percentile"
+    else:
+        threshold = backend.xp.full((x.shape[1],), float(s.threshold["value"]), dtype=x.dtype)
+        describe = f"peaks over {s.threshold['value']:g} {field.attrs.get('units', '')}".rstrip()
+    peaks = kseries.exceedances(x, threshold, run=s.run)
+    n_years = _years_spanned(field["time"].values)
+    count = to_numpy(peaks["n_peaks"]).astype(np.float64)
+    describe += f", declustered by runs of {s.run}" if s.run else ", every exceedance"
+    return Series(to_numpy(peaks["values"]), cells, describe, True, valid=to_numpy(peaks["valid"]),
+                  threshold=to_numpy(threshold), rate=count / n_years, n_years=n_years)
+
+
+# ----------------------------------------------------------------- compute
+
+
+def _grid(values: np.ndarray, cells: grid.CellIndex, leading: dict[str, np.ndarray], name: str,
+          attrs: dict[str, Any]) -> xr.DataArray:
+    return grid.from_matrix(values, cells, leading=leading, name=name, attrs=attrs)
 
 
 def _best_family(best: np.ndarray, cells: grid.CellIndex, families: tuple[str, ...]) -> xr.DataArray:
@@ -80,80 +235,164 @@ def _best_family(best: np.ndarray, cells: grid.CellIndex, families: tuple[str, .
     return xr.DataArray(flat.reshape(nlat, nlon), dims=("lat", "lon"), coords=coords, name="best_family", attrs=attrs)
 
 
+def _too_short(ser: Series) -> np.ndarray:
+    """Cells with fewer than :data:`MIN_SAMPLES` values in their series."""
+    n = ser.valid.sum(axis=0) if ser.valid is not None else np.full(ser.values.shape[1], ser.values.shape[0])
+    return n < MIN_SAMPLES
+
+
+def _mask_not_fitted(out: dict[str, np.ndarray], short: np.ndarray) -> np.ndarray:
+    """NaN every per-family float result where that family has no fit; returns the (family, cell) mask."""
+    not_fitted = ~np.isfinite(out["loglik"]) | short[None, :]
+    n_fam = not_fitted.shape[0]
+    for key, value in out.items():
+        if value.dtype.kind != "f" or key.startswith("lr_"):  # the likelihood ratio is NaN with its log-likelihoods
+            continue
+        mask = not_fitted.reshape((n_fam,) + (1,) * (value.ndim - 2) + (value.shape[-1],))
+        out[key] = np.where(mask, np.nan, value)
+    out["converged"] = out["converged"] & ~not_fitted
+    out["best"] = np.where(short, _NOT_FITTED, out["best"])
+    if "lr_statistic" in out:
+        out["lr_statistic"] = np.where(short, np.nan, out["lr_statistic"])
+        out["lr_pvalue"] = np.where(short, np.nan, out["lr_pvalue"])
+    return not_fitted
+
+
 def compute(fields_ds: xr.Dataset, *, params: dict[str, Any], backend: Backend) -> xr.Dataset:
-    """Fit every configured family to every complete cell of a fields store.
+    """Fit every configured family to the series of every cell of a fields store.
 
     Parameters
     ----------
     fields_ds : xr.Dataset
-        A fields store: ``field(time, lat, lon)``, NaN where missing; dataset
-        attribute ``field_name`` and ``field.attrs["units"]`` are carried over.
+        A fields store: ``field(time, lat, lon)``, NaN where missing.
     params : dict
-        The ``distributions`` config section; ``families`` (distinct names from
-        ``normal``, ``gumbel_r``, ``gumbel_l``; all three when absent) is read,
-        ``fields`` is for the workflow and ignored.
+        The ``distributions`` config section (:func:`settings`; ``fields`` is
+        for the workflow and ignored).
     backend : Backend
         Where the fits run (see :func:`pipeline.backend.resolve`).
 
     Returns
     -------
     xr.Dataset
-        ``loc``, ``scale``, ``loglik``, ``aic``, ``ks`` on ``(family, lat, lon)``
-        and ``best_family(lat, lon)`` (int8, -1 where not fitted), NaN outside
-        the complete cells and on constant cells.
+        The layout of ``docs/stores.md``.
 
     Raises
     ------
     ValueError
-        Unknown, duplicated or no families; fewer than 3 time steps; no
-        complete cell; no complete cell with a non-constant series.
-    TypeError
-        ``fields_ds`` is not a Dataset, ``families`` is not a list, or the field
-        is not real-valued.
+        Bad settings, too short a record, or no cell with a series to fit.
     """
-    families = _families(params)
+    s = settings(params)
     if not isinstance(backend, Backend):
         raise TypeError(f"backend must be a pipeline.backend.Backend (see backend.resolve); got {type(backend).__name__}.")
-    field, field_name = grid.field_of(fields_ds, MIN_TIME_STEPS, f"the {MIN_TIME_STEPS} a two-parameter fit needs")
+    field, name = grid.field_of(fields_ds, 3, "the 3 a fit needs")
     units = str(field.attrs.get("units", fields_ds.attrs.get("field_units", "")))
-    cells = grid.complete_cells(field, name=field_name)
-    matrix = grid.to_matrix(field, cells)
-    if matrix.dtype not in (np.float32, np.float64):
-        matrix = matrix.astype(np.float64)
-
-    start = time.perf_counter()
-    x = backend.asarray(matrix)
-    fits = kernels.fit_families(x, families, max_iter=MAX_ITER)
+    ser = series_of(field, s, name, backend)
+    short = _too_short(ser)
+    if short.all():
+        raise ValueError(f"No cell of the {name} field has {MIN_SAMPLES} or more values in its series "
+                         f"({ser.describe}); use a longer record or a lower threshold.")
     xp = backend.xp
-    floats = to_numpy(xp.stack([fits[k] for k in ("loc", "scale", "loglik", "aic", "ks")]))
-    best = to_numpy(fits["best"])
-    log.info(
-        "%s: fitted %s to %d complete cells x %d time steps on %s in %.2f s (Gumbel scale: %d iterations)",
-        field_name, ", ".join(families), matrix.shape[1], matrix.shape[0], backend.name,
-        time.perf_counter() - start, fits["n_iter"],
-    )  # fmt: skip
-    if fits["n_iter"] >= MAX_ITER:
-        log.warning("%s: the Gumbel scale iteration hit its cap of %d steps; the bracketed estimate is used", field_name, MAX_ITER)
-    n_constant = int(np.sum(best == _NOT_FITTED))
-    if n_constant == matrix.shape[1]:
-        raise ValueError(f"Every complete cell of the field {field_name!r} is constant over time; no distribution can be fitted.")
-    if n_constant:
-        log.warning("%s: %d complete cells are constant over time; left unfitted (NaN, best_family -1)", field_name, n_constant)
+    start = time.perf_counter()
+    x = backend.asarray(ser.values.astype(np.float64, copy=False))
+    valid = None if ser.valid is None else backend.asarray(ser.valid)
+    loc = None if ser.threshold is None else backend.asarray(ser.threshold)
+    fits = kernels.fit_all(x, s.families, valid=valid, loc=loc, max_iter=s.max_iter)
+    fitted = time.perf_counter() - start
+    gof = kernels.goodness_of_fit(x, s.families, fits, n_boot=s.n_bootstrap, seed=s.seed, valid=valid, loc=loc)
+    out = {key: to_numpy(value) for key, value in fits.items() if key != "n_params"}
+    out.update({key: to_numpy(value) for key, value in gof.items()})
+    lr = kernels.likelihood_ratio(fits, s.families, "gev", "gumbel_r")
+    if lr is not None:
+        out["lr_statistic"], out["lr_pvalue"] = (to_numpy(v) for v in lr)
+    if ser.yearly:
+        periods = backend.asarray(np.asarray(s.periods))
+        rate = None if ser.rate is None else backend.asarray(ser.rate)
+        levels = kernels.return_levels(s.families, fits, periods, level=s.level, minima=s.minima, rate=rate, x=x,
+                                       valid=valid, profile=s.profile)
+        out.update({f"rl_{key}": to_numpy(value) for key, value in levels.items()})
+        if s.values:
+            values = backend.asarray(np.asarray(s.values))
+            out["rp_of_values"] = to_numpy(kernels.return_periods_of(s.families, fits, values, minima=s.minima,
+                                                                     rate=rate))
+    not_fitted = _mask_not_fitted(out, short)
+    elapsed = time.perf_counter() - start
+    log.info("%s: fitted %s to %s in %d cells (%d values a cell at most) on %s in %.2f s (fits %.2f s)",
+             name, ", ".join(s.families), ser.describe, ser.values.shape[1], ser.values.shape[0], backend.name,
+             elapsed, fitted)
+    for i, fam in enumerate(s.families):
+        bad = int(np.sum(~out["converged"][i] & ~not_fitted[i]))
+        if bad:
+            log.warning("%s: the %s fit did not converge in %d cells within %d steps; they are flagged in "
+                        "'converged'", name, fam, bad, s.max_iter)
+        unfit = int(np.sum(not_fitted[i]))
+        if unfit:
+            log.warning("%s: %s could not be fitted in %d of %d cells (constant series, values outside its "
+                        "support, or fewer than %d values); they are NaN", name, fam, unfit, ser.values.shape[1],
+                        MIN_SAMPLES)
+    if (out["best"] == _NOT_FITTED).all():
+        raise ValueError(f"No family could be fitted in any cell of the {name} field ({ser.describe}).")
+    return _dataset(out, ser, s, field, name, units)
 
-    unit_of = {"loc": units, "scale": units, "loglik": "1", "aic": "1", "ks": "1"}
-    data = {name: _grid(floats[i], cells, families, name, unit_of[name]) for i, name in enumerate(unit_of)}
-    data["best_family"] = _best_family(best, cells, families)
+
+def _dataset(out: dict[str, np.ndarray], ser: Series, s: Settings, field: xr.DataArray, name: str,
+             units: str) -> xr.Dataset:
+    cells, fam = ser.cells, {"family": np.array(s.families)}
+    param_units = {"loc": units, "scale": units, "shape": "1"}
+    data: dict[str, xr.DataArray] = {}
+    for k, p in enumerate(kernels.PARAMS):
+        data[p] = _grid(out["params"][:, k], cells, fam, p, {"units": param_units[p], "long_name": _LONG_NAMES[p]})
+        se = np.sqrt(out["cov"][:, k, k])
+        data[f"{p}_se"] = _grid(se, cells, fam, f"{p}_se",
+                                {"units": param_units[p], "long_name": f"standard error of the {p} parameter"})
+    data["cov"] = _grid(out["cov"], cells, {**fam, "param": np.array(kernels.PARAMS),
+                                            "param_": np.array(kernels.PARAMS)}, "cov",
+                        {"units": "mixed", "long_name": "covariance of (loc, scale, shape) from the observed "
+                                                        "information (NaN for fixed or absent parameters)"})
+    for key in ("loglik", "aic", "bic", "ks", "ad", "ks_pvalue", "ad_pvalue"):
+        data[key] = _grid(out[key], cells, fam, key, {"units": "1", "long_name": _LONG_NAMES[key]})
+    for key, dtype, long_name in (("converged", np.int8, "1 where the fit converged"),
+                                  ("n_iter", np.int16, "Newton steps used")):
+        grid_vals = _grid(out[key].astype(np.float64), cells, fam, key, {})
+        data[key] = grid_vals.fillna(0).astype(dtype).assign_attrs(units="1", long_name=long_name)
+    data["best_family"] = _best_family(out["best"], cells, s.families)
+    if "lr_statistic" in out:
+        data["lr_statistic"] = _grid(out["lr_statistic"], cells, {}, "lr_statistic",
+                                     {"units": "1", "long_name": "likelihood-ratio statistic of gumbel_r within gev"})
+        data["lr_pvalue"] = _grid(out["lr_pvalue"], cells, {}, "lr_pvalue",
+                                  {"units": "1", "long_name": "p-value of the likelihood-ratio test (chi-squared, 1 df)"})
+    if ser.yearly:
+        per = {**fam, "return_period": np.array(s.periods)}
+        names = {"return_level": "return level", "lower": "lower delta-method bound of the return level",
+                 "upper": "upper delta-method bound of the return level",
+                 "profile_lower": "lower profile-likelihood bound of the return level",
+                 "profile_upper": "upper profile-likelihood bound of the return level"}
+        for key, long_name in names.items():
+            var = "return_level" if key == "return_level" else f"return_level_{key}"
+            data[var] = _grid(out[f"rl_{key}"], cells, per, var, {"units": units, "long_name": long_name})
+        if "rp_of_values" in out:
+            data["return_period_of"] = _grid(out["rp_of_values"], cells, {**fam, "value": np.array(s.values)},
+                                             "return_period_of", {"units": "year",
+                                                                  "long_name": "return period of the value"})
+    data["series"] = _grid(np.where(ser.valid, ser.values, np.nan) if ser.valid is not None else ser.values,
+                           cells, {"sample": np.arange(ser.values.shape[0])}, "series",
+                           {"units": units, "long_name": f"fitted series: {ser.describe}"})
+    if ser.threshold is not None:
+        data["threshold"] = _grid(ser.threshold, cells, {}, "threshold", {"units": units, "long_name": "threshold"})
+        data["exceedance_rate"] = _grid(ser.rate, cells, {}, "exceedance_rate",
+                                        {"units": "year-1", "long_name": "peaks over the threshold per year"})
     ds = xr.Dataset(data)
-    ds["family"].attrs.update(long_name="distribution family (as in scipy.stats)")
+    ds["family"].attrs.update(long_name="distribution family (docs/methods.md: parameters beside scipy.stats)")
+    if "return_period" in ds.coords:
+        ds["return_period"].attrs.update(units="year", long_name="return period")
     for dim in ("lat", "lon"):
         ds[dim].attrs.update(field[dim].attrs)
-    ds.attrs.update(
-        field_name=field_name,
-        field_units=units,
-        n_samples=int(matrix.shape[0]),
-        n_params=kernels.N_PARAMS,
-        n_constant_cells=n_constant,
-    )
+    ds.attrs.update(field_name=name, field_units=units, series=s.kind, series_description=ser.describe,
+                    block=str(s.block) if s.kind.startswith("block") else "", interval_level=s.level,
+                    n_samples=int(ser.values.shape[0]), n_bootstrap=s.n_bootstrap,
+                    n_params=np.array([kernels.family(f).n_params for f in s.families], dtype=np.int8))
+    if ser.n_years is not None:
+        ds.attrs["n_years"] = float(ser.n_years)
+    ds.attrs["plot_cells"] = json.dumps([list(c) for c in s.cells])
     return ds
 
 
@@ -165,21 +404,7 @@ def run(
     backend: str = "auto",
     output_options: dict[str, Any] | None = None,
 ) -> None:
-    """Read a fields store, fit the distributions, write the distributions store (with the field's grid bounds).
-
-    Parameters
-    ----------
-    field_store : path-like
-        ``fields/{field}.zarr`` written by the ingest stage.
-    output : path-like
-        ``distributions/{field}.zarr`` to write (atomically, with provenance).
-    params : dict
-        The ``distributions`` config section (see :func:`compute`).
-    backend : {"auto", "numpy", "cupy"}
-        Array backend for the fits.
-    output_options : dict, optional
-        The ``output`` config section (:func:`pipeline.io.output_options`).
-    """
+    """Read a fields store, fit the distributions, write the distributions store (with the field's grid bounds)."""
     fields_ds = io.open_store(field_store, what="fields store")
     b = resolve(backend)
     ds = compute(fields_ds, params=params, backend=b)

@@ -46,7 +46,7 @@ from pipeline.io import BOUNDS, BOUNDS_DIM
 log = logging.getLogger(__name__)
 
 SOURCES = ("netcdf", "zarr", "synthetic")
-SYNTHETIC_KINDS = ("modes", "regression", "distribution")
+SYNTHETIC_KINDS = ("modes", "regression", "distribution", "daily_extremes")
 DIMS = ("time", "lat", "lon")
 _GLOB_CHARS = "*?["
 _BENIGN_TIME_WARNINGS = ("Unable to decode time axis into full numpy.datetime64", "Ambiguous reference date string")
@@ -549,6 +549,8 @@ def _synthetic(name: str, spec: dict[str, Any]) -> xr.Dataset:
         return synthetic.planted_modes(**options)
     if kind == "distribution":
         return synthetic.planted_distribution(**options)
+    if kind == "daily_extremes":
+        return synthetic.planted_daily_extremes(**options)
     if kind == "regression":
         other = spec.get("predictors_spec")
         if not other or other.get("kind", "modes") != "modes":

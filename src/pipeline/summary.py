@@ -44,10 +44,11 @@ import xarray as xr
 import yaml
 
 from pipeline import io, stream
+from pipeline.figures._common import clean_units
 
 log = logging.getLogger(__name__)
 
-STORE_STAGES = ("fields", "moments", "eof", "regression", "posterior", "distributions")
+STORE_STAGES = ("fields", "moments", "eof", "regression", "posterior", "distributions", "joint")
 """The folders of ``results/{run}/`` holding one store per field, in pipeline order."""
 LOG_STAGE = {"fields": "ingest"}
 """The log folder of a store folder where it differs (``logs/ingest/x.log`` for ``fields/x.zarr``)."""
@@ -249,10 +250,44 @@ def distribution_entries(ds: xr.Dataset) -> tuple[Entry, ...]:
     return (
         Entry("families", tuple(families), ", ".join(families)),
         Entry("best family (lowest AIC)", shares, ", ".join(f"{f} {_pct(s)}" for f, s in ranked)),
+        Entry("series", str(ds.attrs.get("series_description", "")), str(ds.attrs.get("series_description", ""))),
         Entry("fitted cells", int(fitted.size), str(fitted.size)),
-        Entry("constant cells", int(ds.attrs.get("n_constant_cells", 0)), str(ds.attrs.get("n_constant_cells", 0))),
-        Entry("time steps", int(ds.attrs.get("n_samples", 0)), str(ds.attrs.get("n_samples"))),
+        Entry("values per cell", int(ds.attrs.get("n_samples", 0)), str(ds.attrs.get("n_samples"))),
+        *_return_level_entries(ds),
         Entry("backend", str(ds.attrs.get("array_backend")), str(ds.attrs.get("array_backend"))),
+    )
+
+
+def _return_level_entries(ds: xr.Dataset) -> tuple[Entry, ...]:
+    """The median of the longest return level of the extreme-value family, and the share of cells with ξ ≠ 0."""
+    out = []
+    families = [str(f) for f in ds["family"].values]
+    family = next((f for f in ("gev", "gpd", "gumbel_r") if f in families), None)
+    if "return_level" in ds and family is not None:
+        period = float(ds["return_period"].values.max())
+        level = ds["return_level"].sel(family=family, return_period=period)
+        units = clean_units(str(level.attrs.get("units", "")))
+        value = float(level.median())
+        out.append(Entry(f"{period:g}-year return level ({family}, median over cells)", value,
+                         f"{value:.4g} {units}".rstrip()))
+    if "lr_pvalue" in ds:
+        p = ds["lr_pvalue"].values
+        share = float(np.mean(p[np.isfinite(p)] < 0.05)) if np.isfinite(p).any() else math.nan
+        out.append(Entry("cells where GEV beats Gumbel (likelihood ratio, 5 %)", share, _pct(share)))
+    return tuple(out)
+
+
+def joint_entries(ds: xr.Dataset) -> tuple[Entry, ...]:
+    """The index, the median correlations and the median conditional and marginal exceedance probabilities."""
+    rho = {str(m): float(ds["rho"].sel(model=m).median()) for m in ds["model"].values}
+    given = float(ds["p_exceed_given"].sel(model="copula").median())
+    marginal = float(ds["p_exceed"].median())
+    return (
+        Entry("index", str(ds.attrs.get("index_name", "")), str(ds.attrs.get("index_name", ""))),
+        Entry("period", str(ds.attrs.get("period", "")), str(ds.attrs.get("period", ""))),
+        Entry("median correlation", rho, ", ".join(f"{m} {v:.2f}" for m, v in rho.items())),
+        Entry("P(Y > y_q | X > x_q), median (copula)", given,
+              f"{given:.2f} against {marginal:.2f} unconditionally (q_x {ds.attrs.get('q_x')}, q_y {ds.attrs.get('q_y')})"),
     )
 
 
@@ -347,7 +382,7 @@ def collect(stores: Mapping[str, Sequence[str | os.PathLike]], *, config: Mappin
     names = list(dict.fromkeys(n for stage in STORE_STAGES for n in paths[stage]))
     builders = {"eof": ("EOF", eof_entries), "regression": ("Regression", regression_entries),
                 "posterior": ("Posterior", posterior_entries),
-                "distributions": ("Distributions", distribution_entries)}
+                "distributions": ("Distributions", distribution_entries), "joint": ("Joint", joint_entries)}
     tables, attrs = [], []
     for name in names:
         sections = []

@@ -11,6 +11,8 @@ truth that was planted in it:
   predictors, per cell, plus Gaussian noise;
 * :func:`planted_distribution` -- independent draws per cell from a known
   normal or Gumbel distribution;
+* :func:`planted_daily_extremes` -- a daily record of independent gamma draws
+  per cell (rain-like), whose annual maxima have the known law ``F**365``;
 * :func:`write_planted_modes_store` -- the field of :func:`planted_modes`
   written straight to a Zarr store chunk by chunk, for grids larger than memory.
 
@@ -273,6 +275,47 @@ def planted_distribution(
         },
         coords=coords,
         attrs={"source": "synthetic", "synthetic_kind": "distribution", "family": family, "seed": seed},
+    )
+    return _cf_coords(ds)
+
+
+def planted_daily_extremes(
+    n_years: int = 40,
+    shape: float | np.ndarray = 0.8,
+    scale: float | np.ndarray = 6.0,
+    n_lat: int = 6,
+    n_lon: int = 8,
+    start_year: int = 1981,
+    seed: int = 0,
+    units: str = "mm day-1",
+) -> xr.Dataset:
+    """A daily ``noleap`` record of independent gamma draws per cell, like daily rainfall.
+
+    Every day of cell ``(i, j)`` is drawn from ``scipy.stats.gamma(a=shape[i, j],
+    scale=scale[i, j])``; the annual maximum of 365 such days then has the CDF
+    ``F(x)**365`` exactly, so the true ``T``-year return level of the annual
+    maxima is ``F^-1((1 - 1/T)**(1/365))``. ``shape`` and ``scale`` default to
+    a field varying smoothly from the given value over the grid (by up to
+    +-30 %), and are kept as ``true_shape`` and ``true_scale``.
+    """
+    rng = np.random.default_rng(seed)
+    coords = grid_coords(1, n_lat, n_lon)
+    time = xr.date_range(f"{start_year:04d}-01-01", periods=365 * n_years, freq="D", calendar="noleap",
+                         use_cftime=True)
+    ramp = 1.0 + 0.3 * np.sin(np.deg2rad(coords["lat"]))[:, None] * np.cos(np.deg2rad(coords["lon"]))[None, :]
+    shape = np.broadcast_to(np.asarray(shape, dtype=np.float64) * (ramp if np.ndim(shape) == 0 else 1.0),
+                            (n_lat, n_lon))
+    scale = np.broadcast_to(np.asarray(scale, dtype=np.float64) * (ramp if np.ndim(scale) == 0 else 1.0),
+                            (n_lat, n_lon))
+    field = rng.gamma(shape, scale, size=(time.size, n_lat, n_lon))
+    ds = xr.Dataset(
+        {
+            "field": (("time", "lat", "lon"), field, {"units": units, "long_name": "synthetic daily gamma draws"}),
+            "true_shape": (("lat", "lon"), np.array(shape)),
+            "true_scale": (("lat", "lon"), np.array(scale)),
+        },
+        coords={"time": np.asarray(time), "lat": coords["lat"], "lon": coords["lon"]},
+        attrs={"source": "synthetic", "synthetic_kind": "daily_extremes", "seed": seed},
     )
     return _cf_coords(ds)
 

@@ -1,9 +1,10 @@
-"""Distribution-fit kernels against scipy.special / scipy.stats and planted truth.
+"""The family registry: every family against scipy.stats on one synthetic field, ranking, return levels.
 
-Every test runs once per array namespace (numpy, array-api-strict, cupy when
-present). References: ``scipy.special.erf``/``erfc``/``ndtr``; the
-maximum-likelihood fits, log-densities and KS statistics of ``scipy.stats``;
-draws from ``pipeline.synthetic.planted_distribution`` with known parameters.
+Each test runs once per array namespace (numpy, array-api-strict, cupy when
+present). The field has planted parameters per family, including heavy-tailed
+(ξ = 0.3) and bounded (ξ = -0.3) GEV cells. The references are ``scipy.stats``
+maximum-likelihood fits on the same cells, closed-form AIC/BIC and quantiles,
+and scipy's chi-squared survival function.
 """
 
 from __future__ import annotations
@@ -12,214 +13,125 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy import special, stats
+from scipy import stats
 
 from pipeline.kernels import distributions as kd
-from pipeline.synthetic import planted_distribution
 
-SCIPY = {"normal": stats.norm, "gumbel_r": stats.gumbel_r, "gumbel_l": stats.gumbel_l}
+N, M = 50, 120  # values a cell, cells a family (scipy's loop over them is the slow part)
+
+#: family -> (scipy distribution, planted draw, scipy fit keyword arguments, params (loc, scale, shape) from scipy's)
+CASES = {
+    "normal": (stats.norm, lambda r, m: 30 + 4 * r.standard_normal((N, m)), {}, lambda p: (p[0], p[1], np.nan)),
+    "lognormal": (stats.lognorm, lambda r, m: np.exp(1.0 + 0.6 * r.standard_normal((N, m))), {"floc": 0},
+                  lambda p: (0.0, p[2], p[0])),
+    "gamma": (stats.gamma, lambda r, m: r.gamma(np.linspace(0.5, 6, m), 3.0, (N, m)), {"floc": 0},
+              lambda p: (0.0, p[2], p[0])),
+    "weibull": (stats.weibull_min, lambda r, m: 5.0 * r.weibull(np.linspace(0.8, 4, m), (N, m)), {"floc": 0},
+                lambda p: (0.0, p[2], p[0])),
+    "gumbel_r": (stats.gumbel_r, lambda r, m: 100 + 7 * r.gumbel(size=(N, m)), {}, lambda p: (p[0], p[1], np.nan)),
+    "gumbel_l": (stats.gumbel_l, lambda r, m: -(100 + 7 * r.gumbel(size=(N, m))), {},
+                 lambda p: (p[0], p[1], np.nan)),
+    "gev": (stats.genextreme,
+            lambda r, m: stats.genextreme.rvs(-np.repeat([-0.3, 0.0, 0.3], m // 3), loc=20, scale=3, size=(N, m),
+                                              random_state=r), {}, lambda p: (p[1], p[2], -p[0])),
+}
 
 
-def _sample(n: int = 200, m: int = 6, seed: int = 0, loc: float = 0.0, scale: float = 1.0) -> np.ndarray:
-    """Columns drawn from different laws (normal, both Gumbels, skewed, heavy-tailed)."""
-    rng = np.random.default_rng(seed)
-    cols = [
-        rng.standard_normal(n),
-        rng.gumbel(size=n),
-        -rng.gumbel(size=n),
-        rng.exponential(size=n),
-        rng.standard_t(3, size=n),
-        rng.uniform(size=n),
-    ]
-    return loc + scale * np.stack(cols[:m], axis=1)
-
-
-def _scipy_fit(dist, data: np.ndarray) -> tuple[float, float]:
+def _scipy(family: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    dist, _, kwargs, to_triple = CASES[family]
+    params, ll = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return dist.fit(data)
-
-
-# ----------------------------------------------------------------------- erf
-
-
-def test_erf_matches_scipy_over_wide_range(xp, to_np):
-    t = np.concatenate([np.linspace(-30.0, 30.0, 60001), [-1e300, -50.0, 0.0, 2.5, -2.5, 50.0, 1e300]])
-    got = to_np(kd.erf(xp.asarray(t)))
-    np.testing.assert_allclose(got, special.erf(t), rtol=0, atol=3e-15)
-    got_c = to_np(kd.erfc(xp.asarray(t)))
-    np.testing.assert_allclose(got_c, special.erfc(t), rtol=0, atol=3e-15)
-
-
-def test_erfc_relative_accuracy_in_upper_tail(xp, to_np):
-    t = np.linspace(0.01, 26.0, 20001)  # erfc(26) ~ 6e-296, still a normal float64
-    got = to_np(kd.erfc(xp.asarray(t)))
-    np.testing.assert_allclose(got, special.erfc(t), rtol=1e-11)
-
-
-def test_normal_cdf_matches_ndtr_in_both_tails(xp, to_np):
-    t = np.linspace(-37.0, 10.0, 9401)
-    got = to_np(kd.normal_cdf(xp.asarray(t)))
-    np.testing.assert_allclose(got, special.ndtr(t), rtol=1e-11, atol=1e-300)
-
-
-def test_erf_float32(xp, to_np):
-    t = np.linspace(-8.0, 8.0, 4001).astype(np.float32)
-    got = kd.erf(xp.asarray(t))
-    assert got.dtype == xp.float32
-    np.testing.assert_allclose(to_np(got), special.erf(t.astype(np.float64)), rtol=0, atol=1e-6)
-
-
-# --------------------------------------------------------------- single fits
-
-
-@pytest.mark.parametrize("family", kd.FAMILIES)
-def test_fit_matches_scipy_mle(xp, to_np, family):
-    x = _sample()
-    loc, scale = (to_np(a) for a in kd.fit(xp.asarray(x), family))
-    dist = SCIPY[family]
-    for j in range(x.shape[1]):
-        ref_loc, ref_scale = _scipy_fit(dist, x[:, j])
-        np.testing.assert_allclose([loc[j], scale[j]], [ref_loc, ref_scale], rtol=1e-6, atol=1e-8)
-        # scipy's optimizer is itself approximate: ours must be at least as likely
-        ours = dist.logpdf(x[:, j], loc[j], scale[j]).sum()
-        theirs = dist.logpdf(x[:, j], ref_loc, ref_scale).sum()
-        assert ours >= theirs - 1e-9 * abs(theirs)
-
-
-def test_normal_fit_is_closed_form(xp, to_np):
-    x = _sample(n=50)
-    loc, scale = (to_np(a) for a in kd.fit(xp.asarray(x), "normal"))
-    np.testing.assert_allclose(loc, x.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(scale, x.std(axis=0, ddof=0), rtol=1e-12)
-
-
-@pytest.mark.parametrize("family", kd.FAMILIES)
-def test_log_likelihood_and_ks_match_scipy(xp, to_np, family):
-    x = _sample(n=120, seed=3)
-    loc = np.linspace(-0.5, 0.5, x.shape[1])
-    scale = np.linspace(0.7, 1.6, x.shape[1])
-    args = (xp.asarray(x), family, xp.asarray(loc), xp.asarray(scale))
-    ll = to_np(kd.log_likelihood(*args))
-    ks = to_np(kd.ks_statistic(*args))
-    dist = SCIPY[family]
-    for j in range(x.shape[1]):
-        np.testing.assert_allclose(ll[j], dist.logpdf(x[:, j], loc[j], scale[j]).sum(), rtol=1e-12)
-        ref = stats.kstest(x[:, j], dist.cdf, args=(loc[j], scale[j])).statistic
-        np.testing.assert_allclose(ks[j], ref, rtol=0, atol=1e-12)
-
-
-# ------------------------------------------------------------- all families
-
-
-def test_fit_families_against_scipy(xp, to_np):
-    x = _sample(n=150, seed=7)
-    out = kd.fit_families(xp.asarray(x), list(kd.FAMILIES))
-    res = {k: to_np(out[k]) for k in ("loc", "scale", "loglik", "aic", "ks", "best")}
-    for f, family in enumerate(kd.FAMILIES):
-        dist = SCIPY[family]
         for j in range(x.shape[1]):
-            loc, scale = res["loc"][f, j], res["scale"][f, j]
-            np.testing.assert_allclose([loc, scale], _scipy_fit(dist, x[:, j]), rtol=1e-6, atol=1e-8)
-            np.testing.assert_allclose(res["loglik"][f, j], dist.logpdf(x[:, j], loc, scale).sum(), rtol=1e-10)
-            ref_ks = stats.kstest(x[:, j], dist.cdf, args=(loc, scale)).statistic
-            np.testing.assert_allclose(res["ks"][f, j], ref_ks, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(res["aic"], 2 * 2 - 2 * res["loglik"], rtol=1e-14)
-    np.testing.assert_array_equal(res["best"], np.argmin(res["aic"], axis=0))
-    assert 0 < out["n_iter"] < 30
+            p = dist.fit(x[:, j], **kwargs)
+            params.append(to_triple(p))
+            ll.append(np.sum(dist.logpdf(x[:, j], *p)))
+    return np.array(params).T, np.array(ll)
 
 
-def test_family_order_and_subset(xp, to_np):
-    x = _sample(n=80, seed=2)
-    full = kd.fit_families(xp.asarray(x), list(kd.FAMILIES))
-    sub = kd.fit_families(xp.asarray(x), ["gumbel_l", "normal"])
-    np.testing.assert_allclose(to_np(sub["loc"]), to_np(full["loc"])[[2, 0]], rtol=1e-12)
-    aic = to_np(full["aic"])[[2, 0]]
-    np.testing.assert_array_equal(to_np(sub["best"]), np.argmin(aic, axis=0))
+@pytest.fixture(scope="module")
+def planted() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(20261203)
+    return {family: CASES[family][1](rng, M) for family in CASES}
 
 
-def test_large_offset_is_accurate(xp, to_np):
-    """Geopotential-like data (~5000 m, spread ~50 m) fit as accurately as anomalies."""
-    anomaly = _sample(n=300, seed=11, scale=50.0)
-    far = kd.fit_families(xp.asarray(5000.0 + anomaly), list(kd.FAMILIES))
-    near = kd.fit_families(xp.asarray(anomaly), list(kd.FAMILIES))
-    np.testing.assert_allclose(to_np(far["loc"]) - 5000.0, to_np(near["loc"]), rtol=0, atol=1e-9)
-    np.testing.assert_allclose(to_np(far["scale"]), to_np(near["scale"]), rtol=1e-10)
-    np.testing.assert_allclose(to_np(far["ks"]), to_np(near["ks"]), rtol=0, atol=1e-10)
-    x = 5000.0 + anomaly
-    loc, scale = to_np(far["loc"])[1], to_np(far["scale"])[1]
-    for j in range(x.shape[1]):
-        np.testing.assert_allclose([loc[j], scale[j]], _scipy_fit(stats.gumbel_r, x[:, j]), rtol=1e-6)
+@pytest.fixture(scope="module")
+def scipy_fits(planted) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {family: _scipy(family, planted[family]) for family in CASES}
 
 
-def test_float32_input(xp, to_np):
-    x64 = 5000.0 + _sample(n=400, seed=5, scale=50.0)
-    ref = kd.fit_families(xp.asarray(x64), list(kd.FAMILIES))
-    got = kd.fit_families(xp.asarray(x64.astype(np.float32)), list(kd.FAMILIES))
-    for key in ("loc", "scale", "loglik", "aic"):
-        assert got[key].dtype == xp.float32
-        np.testing.assert_allclose(to_np(got[key]), to_np(ref[key]), rtol=1e-4)
-    np.testing.assert_allclose(to_np(got["ks"]), to_np(ref["ks"]), rtol=0, atol=1e-5)
-    np.testing.assert_array_equal(to_np(got["best"]), to_np(ref["best"]))
+@pytest.mark.parametrize("family", list(CASES))
+def test_loglik_at_least_scipys_on_every_cell(xp, to_np, planted, scipy_fits, family):
+    x = planted[family]
+    fits = kd.fit_all(xp.asarray(x), (family,))
+    ll = to_np(fits["loglik"])[0]
+    _, ll_scipy = scipy_fits[family]
+    assert np.all(np.isfinite(ll))
+    assert np.mean(ll >= ll_scipy - 1e-6 * np.abs(ll_scipy)) >= 0.999
+    # and the log-likelihood is that of the returned parameters under scipy's density
+    dist, _, _, _ = CASES[family]
+    p = to_np(fits["params"])[0]
+    args = {"normal": lambda: (p[0], p[1]), "lognormal": lambda: (p[2], 0, p[1]), "gamma": lambda: (p[2], 0, p[1]),
+            "weibull": lambda: (p[2], 0, p[1]), "gumbel_r": lambda: (p[0], p[1]), "gumbel_l": lambda: (p[0], p[1]),
+            "gev": lambda: (-p[2], p[0], p[1])}[family]()
+    np.testing.assert_allclose(ll, np.sum(dist.logpdf(x, *args), axis=0), rtol=1e-9)
 
 
-def test_constant_column_is_nan_and_leaves_others_alone(xp, to_np):
-    x = _sample(n=60, m=4, seed=9)
-    with_const = np.concatenate([x[:, :2], np.full((60, 1), 0.1), x[:, 2:]], axis=1)
-    out = kd.fit_families(xp.asarray(with_const), list(kd.FAMILIES))
-    ref = kd.fit_families(xp.asarray(x), list(kd.FAMILIES))
-    for key in ("loc", "scale", "loglik", "aic", "ks"):
-        got = to_np(out[key])
-        assert np.all(np.isnan(got[:, 2]))
-        np.testing.assert_allclose(np.delete(got, 2, axis=1), to_np(ref[key]), rtol=1e-12)
-    best = to_np(out["best"])
-    assert best[2] == -1
-    np.testing.assert_array_equal(np.delete(best, 2), to_np(ref["best"]))
-    loc, scale = kd.fit(xp.asarray(with_const), "gumbel_r")
-    assert np.isnan(to_np(loc)[2]) and np.isnan(to_np(scale)[2])
+def test_ranking_information_criteria_and_likelihood_ratio(xp, to_np, planted):
+    x = planted["gev"]
+    names = ("normal", "gumbel_r", "gev")
+    fits = kd.fit_all(xp.asarray(x), names)
+    ll, aic, bic = (to_np(fits[k]) for k in ("loglik", "aic", "bic"))
+    k = np.array([2, 2, 3])[:, None]
+    np.testing.assert_allclose(aic, 2 * k - 2 * ll, rtol=1e-12)
+    np.testing.assert_allclose(bic, k * np.log(N) - 2 * ll, rtol=1e-12)
+    np.testing.assert_array_equal(to_np(fits["best"]), np.argmin(aic, axis=0))
+    stat, p = (to_np(v) for v in kd.likelihood_ratio(fits, names, "gev", "gumbel_r"))
+    np.testing.assert_allclose(stat, np.maximum(2 * (ll[2] - ll[1]), 0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(p, stats.chi2.sf(stat, 1), rtol=1e-8, atol=1e-14)
+    # heavy-tailed and bounded thirds reject xi = 0 far more often than the Gumbel third
+    third = M // 3
+    assert np.mean(p[:third] < 0.05) > np.mean(p[third:2 * third] < 0.05)
+    assert np.mean(p[2 * third:] < 0.05) > np.mean(p[third:2 * third] < 0.05)
+    assert kd.likelihood_ratio(fits, names, "gev", "gumbel_l") is None
 
 
-# ------------------------------------------------------------ planted truth
-
-# Asymptotic standard errors of the MLE, per unit scale, times sqrt(n):
-# normal: loc 1, scale 1/sqrt(2); Gumbel: loc sqrt(1 + 6(1 - gamma)^2/pi^2) ~ 1.0529,
-# scale sqrt(6)/pi ~ 0.7797.
-_SE = {"normal": (1.0, 0.5**0.5), "gumbel_r": (1.0529, 0.7797), "gumbel_l": (1.0529, 0.7797)}
-
-
-@pytest.mark.parametrize("family", kd.FAMILIES)
-def test_planted_parameters_and_family_recovered(xp, to_np, family):
-    n = 500
-    rng = np.random.default_rng(42)
-    true_loc = rng.uniform(-20.0, 20.0, (6, 8))
-    true_scale = rng.uniform(0.5, 5.0, (6, 8))
-    ds = planted_distribution(family, loc=true_loc, scale=true_scale, n_time=n, n_lat=6, n_lon=8, seed=4)
-    x = ds["field"].values.reshape(n, -1)
-    out = kd.fit_families(xp.asarray(x), list(kd.FAMILIES))
-    f = kd.FAMILIES.index(family)
-    se_loc, se_scale = (c * true_scale.ravel() / np.sqrt(n) for c in _SE[family])
-    z_loc = (to_np(out["loc"])[f] - true_loc.ravel()) / se_loc
-    z_scale = (to_np(out["scale"])[f] - true_scale.ravel()) / se_scale
-    assert np.max(np.abs(z_loc)) < 4.5 and np.max(np.abs(z_scale)) < 4.5
-    assert abs(np.mean(z_loc)) < 4 / np.sqrt(z_loc.size)  # no systematic bias
-    assert abs(np.mean(z_scale)) < 4 / np.sqrt(z_scale.size)
-    assert np.mean(to_np(out["best"]) == f) >= 0.9
+def test_return_levels_are_the_fitted_quantiles(xp, to_np, planted):
+    x = planted["gev"]
+    names = ("gumbel_r", "gev")
+    fits = kd.fit_all(xp.asarray(x), names)
+    periods = np.array([10.0, 100.0])
+    out = {k: to_np(v) for k, v in kd.return_levels(names, fits, xp.asarray(periods), level=0.95,
+                                                    x=xp.asarray(x)).items()}
+    p = to_np(fits["params"])
+    for i, T in enumerate(periods):
+        np.testing.assert_allclose(out["return_level"][0, i], stats.gumbel_r.ppf(1 - 1 / T, p[0, 0], p[0, 1]),
+                                   rtol=1e-10)
+        np.testing.assert_allclose(out["return_level"][1, i],
+                                   stats.genextreme.ppf(1 - 1 / T, -p[1, 2], p[1, 0], p[1, 1]), rtol=1e-9)
+    assert np.all(out["lower"] < out["return_level"]) and np.all(out["return_level"] < out["upper"])
+    gev_lo, gev_hi = out["profile_lower"][1], out["profile_upper"][1]
+    ok = np.isfinite(gev_lo) & np.isfinite(gev_hi)
+    assert ok.mean() > 0.95
+    assert np.all((gev_lo[ok] < out["return_level"][1][ok]) & (out["return_level"][1][ok] < gev_hi[ok]))
+    assert np.all(np.isnan(out["profile_lower"][0]))  # no profile intervals for the Gumbel
+    rp = to_np(kd.return_periods_of(names, fits, xp.asarray(out["return_level"][1, 1, :1])))
+    np.testing.assert_allclose(rp[1, 0, 0], 100.0, rtol=1e-8)  # the 100-year level of cell 0 has period 100
 
 
-# --------------------------------------------------------------- validation
+def test_unfittable_cells_are_not_ranked(xp, to_np):
+    rng = np.random.default_rng(3)
+    x = np.abs(rng.standard_normal((40, 4))) + 1.0
+    x[:, 1] = 2.0  # constant
+    x[5, 2] = -1.0  # not positive: no gamma, but normal is fine
+    fits = kd.fit_all(xp.asarray(x), ("gamma", "normal"))
+    ll = to_np(fits["loglik"])
+    assert np.isnan(ll[:, 1]).all() and np.isnan(ll[0, 2]) and np.isfinite(ll[1, 2])
+    best = to_np(fits["best"])
+    assert best[1] == -1 and best[2] == 1
+    assert not to_np(fits["converged"])[:, 1].any()
 
 
-def test_bad_input_raises(xp):
-    x = xp.asarray(_sample(n=10))
-    with pytest.raises(ValueError, match="family must be one of normal, gumbel_r, gumbel_l; got 'weibull'"):
-        kd.fit(x, "weibull")
-    with pytest.raises(ValueError, match="families must name at least one"):
-        kd.fit_families(x, [])
+def test_unknown_family_is_refused():
     with pytest.raises(ValueError, match="family must be one of"):
-        kd.fit_families(x, ["normal", "gamma"])
-    with pytest.raises(ValueError, match="at least 3 samples"):
-        kd.fit(xp.asarray(_sample(n=2)), "normal")
-    with pytest.raises(TypeError, match="2-D real floating"):
-        kd.fit(xp.asarray(np.arange(10.0)), "normal")
-    with pytest.raises(TypeError, match="2-D real floating"):
-        kd.fit(xp.asarray(np.ones((5, 2), dtype=np.int64)), "normal")
+        kd.family("frechet")

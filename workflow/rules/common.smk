@@ -52,6 +52,8 @@ RESULTS = f"results/{config['run']}"
 FIELDS = list(config["fields"])
 EOF_FIELDS = config["eof"]["fields"]
 DIST_FIELDS = config["distributions"]["fields"]
+JOINT = config["joint"]
+JOINT_FIELDS = JOINT["fields"]
 REGRESSION = config.get("regression") or {}
 TARGETS = [REGRESSION["target"]] if REGRESSION.get("target") else []
 
@@ -76,6 +78,40 @@ def canonical(value):
 def section(name, drop=("fields",)):
     """A stage's own config section (as rule params), without the workflow-level keys."""
     return canonical({k: v for k, v in config[name].items() if k not in drop})
+
+
+def dist_settings(name):
+    """The distributions section for one field: the shared keys, then its by_field entry over them."""
+    shared = {
+        k: v
+        for k, v in config["distributions"].items()
+        if k not in ("fields", "by_field")
+    }
+    return canonical(
+        {**shared, **config["distributions"].get("by_field", {}).get(name, {})}
+    )
+
+
+def dist_params(wildcards):
+    return dist_settings(wildcards.field)
+
+
+def dist_figures(name):
+    """The figures of a distributions store: the best family, fits at chosen cells, GEV shape and return levels."""
+    s = dist_settings(name)
+    kinds = ["distribution_map", "distribution_fits"]
+    if "gev" in s.get("families", []):
+        kinds.append("gev_shape")
+    if s.get("series", {}).get("kind", "field") != "field":
+        kinds.append("return_level_maps")
+    return [figure(kind, name) for kind in kinds]
+
+
+def joint_index(wildcards):
+    """The store of the joint stage's index: a field's EOFs (mode >= 1) or a second fields store (mode 0)."""
+    index = JOINT["index"]
+    stage = "eof" if index.get("mode", 1) >= 1 else "fields"
+    return marker(stage, index["field"])
 
 
 def field_spec(wildcards):
@@ -159,7 +195,8 @@ def all_outputs():
             "summary",
         )
     ]
-    outputs += [figure("distribution_map", f) for f in DIST_FIELDS]
+    outputs += [path for f in DIST_FIELDS for path in dist_figures(f)]
+    outputs += [figure("conditional_maps", f) for f in JOINT_FIELDS]
     outputs += [
         figure(kind, t)
         for t in TARGETS

@@ -8,8 +8,26 @@ rule distributions:
     conda:
         "../../environment.yml"
     params:
-        distributions=section("distributions"),
+        distributions=dist_params,
         output=section("output"),
         backend=config["backend"],
     script:
         "../scripts/distributions.py"
+
+
+rule joint:
+    input:
+        field=marker("fields", "{field}"),
+        index=joint_index,
+    output:
+        marker("joint", "{field}"),
+    log:
+        f"{RESULTS}/logs/joint/{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        joint=section("joint"),
+        output=section("output"),
+        backend=config["backend"],
+    script:
+        "../scripts/joint.py"

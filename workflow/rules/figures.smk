@@ -145,6 +145,90 @@ rule figure_distribution_map:
         "../scripts/figure.py"
 
 
+rule figure_distribution_fits:
+    input:
+        marker("distributions", "{field}"),
+    output:
+        report(
+            figure("distribution_fits", "{field}"),
+            caption="../report/distribution_fits.rst",
+            category="Distributions",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/distribution_fits_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="distribution_fits",
+        figures=section("figures"),
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_gev_shape:
+    input:
+        marker("distributions", "{field}"),
+    output:
+        report(
+            figure("gev_shape", "{field}"),
+            caption="../report/gev_shape.rst",
+            category="Distributions",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/gev_shape_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="gev_shape",
+        figures=section("figures"),
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_return_level_maps:
+    input:
+        marker("distributions", "{field}"),
+    output:
+        report(
+            figure("return_level_maps", "{field}"),
+            caption="../report/return_level_maps.rst",
+            category="Distributions",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/return_level_maps_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="return_level_maps",
+        figures=section("figures"),
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_conditional_maps:
+    input:
+        marker("joint", "{field}"),
+    output:
+        report(
+            figure("conditional_maps", "{field}"),
+            caption="../report/conditional_maps.rst",
+            category="Joint and conditional",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/conditional_maps_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="conditional_maps",
+        figures=section("figures"),
+    script:
+        "../scripts/figure.py"
+
+
 rule figure_posterior_map:
     input:
         marker("posterior", "{target}"),

@@ -10,6 +10,7 @@ rule summary:
         regression=[marker("regression", t) for t in TARGETS],
         posterior=[marker("posterior", t) for t in TARGETS],
         distributions=[marker("distributions", f) for f in DIST_FIELDS],
+        joint=[marker("joint", f) for f in JOINT_FIELDS],
     output:
         report(
             f"{RESULTS}/summary.html",

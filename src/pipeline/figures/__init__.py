@@ -12,6 +12,10 @@ kind                      store                   shows
 ``summary``               ``eof/{field}``         EOF 1 map, PC 1 and spectrum in one
 ``regression_maps``       ``regression/{t}``      coefficient maps and R²
 ``distribution_map``      ``distributions/{f}``   best family and its AIC margin
+``distribution_fits``     ``distributions/{f}``   QQ and return-level plots at chosen cells
+``gev_shape``             ``distributions/{f}``   map of the GEV shape ξ
+``return_level_maps``     ``distributions/{f}``   T-year return level and its interval width
+``conditional_maps``      ``joint/{f}``           ρ and P(Y > y_q | X > x_q) beside P(Y > y_q)
 ``posterior_map``         ``posterior/{t}``       P(coefficient > 0), stippled CIs
 ``posterior_sd``          ``posterior/{t}``       posterior sd of each coefficient
 ========================  ======================  ====================================
@@ -25,6 +29,7 @@ figure is freed as soon as it is no longer referenced.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -39,6 +44,8 @@ from matplotlib.figure import Figure
 from pipeline import __version__, io
 from pipeline.figures._common import clean_units, count
 from pipeline.figures.eof import eof_correlation, eof_maps, eof_spectrum, pc_timeseries, summary
+from pipeline.figures.extremes import (conditional_maps, distribution_fits, qq_plots, return_level_maps,
+                                       return_level_plot, shape_map)
 from pipeline.figures.fits import distribution_map, posterior_map, posterior_sd, regression_maps
 from pipeline.figures.maps import PROJECTIONS
 
@@ -46,6 +53,8 @@ __all__ = [
     "KINDS",
     "Options",
     "clean_units",
+    "conditional_maps",
+    "distribution_fits",
     "distribution_map",
     "eof_correlation",
     "eof_maps",
@@ -54,8 +63,12 @@ __all__ = [
     "pc_timeseries",
     "posterior_map",
     "posterior_sd",
+    "qq_plots",
     "regression_maps",
+    "return_level_maps",
+    "return_level_plot",
     "save_png",
+    "shape_map",
     "summary",
 ]
 
@@ -69,6 +82,12 @@ class Options(NamedTuple):
     projection: str = "auto"
 
 
+def plot_cells(ds: xr.Dataset) -> list[dict[str, float]]:
+    """The cells a distributions store names for its per-cell plots (``distributions.cells``; none: chosen there)."""
+    raw = ds.attrs.get("plot_cells", "[]")
+    return [{"lat": float(la), "lon": float(lo)} for la, lo in json.loads(raw)]
+
+
 #: Figure kind -> (store it reads, builder taking the Dataset and the :class:`Options`).
 KINDS: dict[str, tuple[str, Callable[[xr.Dataset, Options], Figure]]] = {
     "eof_spectrum": ("eof", lambda ds, o: eof_spectrum(ds)),
@@ -78,6 +97,10 @@ KINDS: dict[str, tuple[str, Callable[[xr.Dataset, Options], Figure]]] = {
     "summary": ("eof", lambda ds, o: summary(ds, o.projection)),
     "regression_maps": ("regression", lambda ds, o: regression_maps(ds, o.n_maps, o.projection)),
     "distribution_map": ("distributions", lambda ds, o: distribution_map(ds, o.projection)),
+    "distribution_fits": ("distributions", lambda ds, o: distribution_fits(ds, plot_cells(ds), None)),
+    "gev_shape": ("distributions", lambda ds, o: shape_map(ds, "gev", o.projection)),
+    "return_level_maps": ("distributions", lambda ds, o: return_level_maps(ds, None, None, o.projection)),
+    "conditional_maps": ("joint", lambda ds, o: conditional_maps(ds, "copula", o.projection)),
     "posterior_map": ("posterior", lambda ds, o: posterior_map(ds, o.n_maps, o.projection)),
     "posterior_sd": ("posterior", lambda ds, o: posterior_sd(ds, o.n_maps, o.projection)),
 }
