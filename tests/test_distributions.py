@@ -230,3 +230,67 @@ def test_compute_accepts_the_dimension_aliases_in_any_order(fields_ds, numpy_bac
     got = distributions.compute(renamed, params=params, backend=numpy_backend)
     for name in ("loc", "scale", "aic", "best_family"):
         np.testing.assert_array_equal(got[name].values, canonical[name].values)
+
+
+def _trend_field(slope: float, n_years: int = 60, seed: int = 7) -> xr.Dataset:
+    """Yearly GEV maxima whose location rises by ``slope`` a year (xi 0.1, sigma 3), 3 x 4 cells."""
+    rng = np.random.default_rng(seed)
+    time = np.array([f"{y}-07-01" for y in range(1950, 1950 + n_years)], dtype="datetime64[ns]")
+    mu = 20.0 + slope * np.arange(n_years)[:, None, None]
+    x = stats.genextreme.rvs(-0.1, loc=mu, scale=3.0, size=(n_years, 3, 4), random_state=rng)
+    return xr.Dataset({"field": (("time", "lat", "lon"), x, {"units": "mm"})},
+                      coords={"time": time, "lat": [10.0, 20.0, 30.0], "lon": [0.0, 10.0, 20.0, 30.0]},
+                      attrs={"field_name": "rx1day"})
+
+
+def test_non_stationary_gev_recovers_a_planted_trend(numpy_backend):
+    ds = _trend_field(0.15)
+    params = {"families": ["gev"], "covariate": "time", "goodness_of_fit": {"n_bootstrap": 0},
+              "return_levels": {"periods": [50]}}
+    out = distributions.compute(ds, params=params, backend=numpy_backend)
+    p = out["ns_params"]
+    trend, se = p.sel(ns_param="loc_trend").values, out["ns_se"].sel(ns_param="loc_trend").values
+    assert np.mean(np.abs(trend - 0.15) < 2.5 * se) >= 0.8 and abs(np.mean(trend) - 0.15) < 0.03
+    assert np.mean(out["ns_lr_pvalue"].values < 0.05) >= 0.9  # 0.15 a year over 60 years is clear
+    assert out.attrs["covariate"] == "years since 1950"
+    np.testing.assert_array_equal(out["covariate_value"].values, [1950.0, 2009.0])
+    # the level at the last year is the GEV quantile of the fitted parameters there, and near the truth
+    loc_last = p.sel(ns_param="loc0") + 59 * p.sel(ns_param="loc_trend")
+    level = out["ns_return_level"].sel(covariate_value=2009.0, return_period=50.0)
+    np.testing.assert_allclose(level.values, stats.genextreme.ppf(0.98, -p.sel(ns_param="shape").values,
+                                                                  loc_last.values, p.sel(ns_param="scale0").values),
+                               rtol=1e-9)
+    truth = stats.genextreme.ppf(0.98, -0.1, loc=20 + 0.15 * 59, scale=3.0)
+    lo, hi = (out[f"ns_return_level_{b}"].sel(covariate_value=2009.0, return_period=50.0).values
+              for b in ("lower", "upper"))
+    assert np.mean((lo <= truth) & (truth <= hi)) >= 0.75
+    # without a trend the test rarely rejects
+    flat = distributions.compute(_trend_field(0.0, seed=8), params=params, backend=numpy_backend)
+    assert np.mean(flat["ns_lr_pvalue"].values < 0.05) <= 0.25
+
+
+def test_non_stationary_settings_are_checked(numpy_backend, rain):
+    with pytest.raises(ValueError, match="add gev to families"):
+        distributions.compute(rain, params={"families": ["gumbel_r"], "covariate": "time"}, backend=numpy_backend)
+    with pytest.raises(ValueError, match="needs a series of one value a year"):
+        distributions.compute(rain, params={"families": ["gev"], "covariate": "time",
+                                            "goodness_of_fit": {"n_bootstrap": 0}}, backend=numpy_backend)
+    with pytest.raises(ValueError, match="no EOF store of it was given"):
+        distributions.compute(_trend_field(0.1), params={"families": ["gev"], "covariate": {"field": "sst"},
+                                                         "goodness_of_fit": {"n_bootstrap": 0}},
+                              backend=numpy_backend)
+
+
+def test_a_principal_component_as_covariate(numpy_backend):
+    ds = _trend_field(0.15)
+    years = np.arange(60.0)
+    eof = xr.Dataset({"pc": (("time", "mode"), np.stack([years - years.mean(), np.sin(years)], axis=1))},
+                     coords={"time": ds["time"].values, "mode": [1, 2]})
+    params = {"families": ["gev"], "covariate": {"field": "sst", "mode": 1}, "goodness_of_fit": {"n_bootstrap": 0}}
+    by_pc = distributions.compute(ds, params=params, backend=numpy_backend, covariate_ds=eof)
+    by_time = distributions.compute(ds, params={**params, "covariate": "time"}, backend=numpy_backend)
+    # the first PC is time less its mean: the same trend, the same likelihood
+    np.testing.assert_allclose(by_pc["ns_params"].sel(ns_param="loc_trend"),
+                               by_time["ns_params"].sel(ns_param="loc_trend"), rtol=1e-6)
+    np.testing.assert_allclose(by_pc["ns_loglik"], by_time["ns_loglik"], rtol=1e-9)
+    assert by_pc.attrs["covariate"] == "sst PC 1"

@@ -455,7 +455,7 @@ def test_every_family_on_every_domain(kind, domain):
         assert ax.lines or any(np.isfinite(plotted(m)).any() for m in meshes), (kind, domain)
     if kind in MAP_KINDS:
         n_expected = {"summary": 1, "distribution_map": 2, "regression_maps": 4, "return_level_maps": 2,
-                      "gev_shape": 1, "conditional_maps": 4}.get(kind, 3)
+                      "gev_shape": 1, "conditional_maps": 4, "conditional_mean_maps": 6}.get(kind, 3)
         assert len(geo_axes(fig)) == n_expected
         assert fig.get_figheight() <= maps.MAX_FIG_H + 0.01 and fig.get_figwidth() <= _common.FIG_WIDTH + 0.01
 

@@ -18,7 +18,7 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from scipy import stats
 
-from pipeline.figures import _common, extremes, fits, save_png
+from pipeline.figures import _common, extremes, fits, joint, save_png
 
 LAT = np.arange(32.5, 62.5, 5.0)  # 6 rows: a North Atlantic sector, drawn in a Lambert cone
 LON = np.arange(-17.5, 22.5, 5.0)  # 8 columns
@@ -189,12 +189,13 @@ BUILDERS = {
     "best_family_map": lambda: extremes.best_family_map(extremes_store()),
     "qq_plots": lambda: extremes.qq_plots(extremes_store(), CELLS),
     "return_level_plot": lambda: extremes.return_level_plot(extremes_store(), CELLS),
-    "conditional_maps": lambda: extremes.conditional_maps(joint_store()),
+    "conditional_maps": lambda: joint.conditional_maps(joint_store()),
+    "conditional_mean_maps": lambda: joint.conditional_mean_maps(joint_store()),
     "distribution_fits": lambda: extremes.distribution_fits(extremes_store(), CELLS),
 }
 #: (panels, colorbars) of each figure.
 COUNTS = {"return_level_maps": (2, 2), "shape_map": (1, 1), "best_family_map": (2, 2), "qq_plots": (2, 0),
-          "return_level_plot": (2, 0), "conditional_maps": (4, 4), "distribution_fits": (4, 0)}
+          "return_level_plot": (2, 0), "conditional_maps": (4, 4), "conditional_mean_maps": (6, 6), "distribution_fits": (4, 0)}
 
 
 @pytest.mark.parametrize("kind", list(BUILDERS))
@@ -291,7 +292,7 @@ def test_best_family_map_is_the_distribution_map_on_the_contract_layout():
 
 def test_conditional_maps_share_a_probability_scale_and_centre_rho():
     ds = joint_store()
-    fig = extremes.conditional_maps(ds, "copula")
+    fig = joint.conditional_maps(ds, "copula")
     rho, marginal, given, empirical = meshes(fig)
     np.testing.assert_array_equal(plotted(rho), ds["rho"].sel(model="copula").values)
     np.testing.assert_array_equal(plotted(given), ds["p_exceed_given"].sel(model="copula").values)
@@ -309,9 +310,9 @@ def test_conditional_maps_share_a_probability_scale_and_centre_rho():
     assert "y₉₀: 90th percentile of Y's fitted margin; x₉₀: 90th percentile of X" in fig.get_suptitle()
     for i, j in MISSING:
         assert all(np.isnan(plotted(m)[i, j]) for m in (rho, given, empirical))
-    assert "bivariate normal" in panels(extremes.conditional_maps(ds, "normal"))[0].get_title()
+    assert "bivariate normal" in panels(joint.conditional_maps(ds, "normal"))[0].get_title()
     with pytest.raises(ValueError, match="model must be one of normal, copula; got 't'"):
-        extremes.conditional_maps(ds, "t")
+        joint.conditional_maps(ds, "t")
 
 
 # ---------------------------------------------------------------- plots at cells
@@ -439,7 +440,7 @@ def test_range_norm_and_labels():
     assert extremes.range_norm(np.full(4, 300.0))[0].vmin == pytest.approx(285.0)
     assert extremes.range_norm(np.full(3, np.nan))[1] == "neither"
     assert extremes.lat_lon_label(-12.5, 350.0) == "12.5°S, 10°W"
-    assert [extremes._ordinal(q) for q in (0.9, 0.975, 0.01, 0.92, 0.11)] == ["90th", "97.5th", "1st", "92nd", "11th"]
+    assert [joint._ordinal(q) for q in (0.9, 0.975, 0.01, 0.92, 0.11)] == ["90th", "97.5th", "1st", "92nd", "11th"]
     assert extremes.series_label(extremes_store("block_minima")) == "annual minima"
     assert _common.clean_units(extremes.units(extremes_store())) == "K"
 
@@ -466,3 +467,20 @@ def test_layout_keeps_everything_inside_and_apart(kind):
            "qq_plots": lambda: extremes.qq_plots(polar, cells),
            "return_level_plot": lambda: extremes.return_level_plot(polar, cells)}[kind]()
     assert not _overlaps(fig)
+
+
+def test_conditional_mean_maps_shift_and_remaining_sd():
+    ds = joint_store()
+    fig = joint.conditional_mean_maps(ds)
+    meshes = [m for ax in fig.axes if isinstance(ax, GeoAxes) for m in ax.collections if isinstance(m, QuadMesh)]
+    k = float(ds["x_value"].values[-1])
+    shift = (ds["conditional_mean"] - ds["mean_y"]).sel(x_value=k).values
+    norm = meshes[len(ds["x_value"]) - 1].norm
+    assert norm.vmin == -norm.vmax  # centred
+    ratio = meshes[-1].get_array().compressed()
+    expected = (ds["conditional_sd"].isel(x_value=0) / ds["sd_y"]).values
+    finite = expected[np.isfinite(expected)]
+    np.testing.assert_allclose([ratio.min(), ratio.max()], [finite.min(), finite.max()], rtol=1e-12)
+    assert meshes[-1].norm.vmin == 0.0 and meshes[-1].norm.vmax == 1.0
+    assert "E[Y | X = mean + " in " ".join(ax.get_title() for ax in fig.axes)
+    assert np.isfinite(shift).any()

@@ -46,7 +46,7 @@ def test_dry_run_of_the_default_config_lists_every_job():
         "figure_eof_spectrum": 2, "figure_eof_maps": 2, "figure_pc_timeseries": 2,
         "figure_regression_maps": 1, "figure_distribution_map": 2, "figure_posterior_map": 1, "all": 1,
         "figure_distribution_fits": 2, "figure_gev_shape": 2, "figure_return_level_maps": 1,
-        "figure_conditional_maps": 1,
+        "figure_conditional_maps": 1, "figure_conditional_mean_maps": 1,
         "figure_eof_correlation": 2, "figure_summary": 2, "figure_posterior_sd": 1, "summary": 1,
     }
     assert {k: int(counts.get(k, 0)) for k in expected} == expected
@@ -170,6 +170,7 @@ def test_every_store_and_figure_is_written(synthetic_run):
         "posterior_map_y.png", "distribution_map_d.png", "eof_correlation_x.png", "summary_x.png", "posterior_sd_y.png",
         "distribution_fits_d.png", "gev_shape_d.png", "distribution_map_rain.png", "distribution_fits_rain.png",
         "gev_shape_rain.png", "return_level_maps_rain.png", "conditional_maps_y.png",
+        "conditional_mean_maps_y.png",
     ])
     assert all((synthetic_run / "figures" / p).stat().st_size > 10_000 for p in pngs)
     assert not list(synthetic_run.rglob(".*.tmp-*")) and not list(synthetic_run.rglob(".*.old-*"))

@@ -354,11 +354,15 @@ def check_distributions(config: dict[str, Any]) -> None:
 
     section = config.get("distributions") or {}
     shared = {k: v for k, v in section.items() if k not in ("fields", "by_field")}
+    eof_fields = (config.get("eof") or {}).get("fields") or []
     for name in section.get("fields") or []:
         try:
-            distributions.settings({**shared, **(section.get("by_field") or {}).get(name, {})})
+            s = distributions.settings({**shared, **(section.get("by_field") or {}).get(name, {})})
         except (TypeError, ValueError) as err:
             raise ConfigError(f"Field {name!r}: {err}", key=["distributions"]) from None
+        if isinstance(s.covariate, dict) and s.covariate["field"] not in eof_fields:
+            raise ConfigError(f"Field {name!r}: distributions.covariate takes a PC of {s.covariate['field']!r}, whose "
+                              "EOFs are not computed; add it to eof.fields.", key=["distributions", "covariate"])
 
 
 def check_sources(config: dict[str, Any]) -> None:

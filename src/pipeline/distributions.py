@@ -76,6 +76,9 @@ class Settings:
     seed: int = 0
     max_iter: int = 100
     cells: tuple[tuple[float, float], ...] = ()
+    covariate: Any = "none"
+    covariate_scale: bool = False
+    covariate_at: tuple[float, ...] = ()
 
     @property
     def minima(self) -> bool:
@@ -116,6 +119,8 @@ def settings(params: dict[str, Any]) -> Settings:
     if s["kind"] == "block_minima" and "gev" in families:
         raise ValueError("distributions: gev describes maxima; fit block minima with gumbel_l (or negate the "
                          "field and fit its block maxima).")
+    if params.get("covariate", "none") not in (None, "none") and "gev" not in families:
+        raise ValueError("distributions.covariate makes the gev location depend on it; add gev to families.")
     threshold = s["threshold"]
     if not isinstance(threshold, dict) or len(threshold) != 1 or next(iter(threshold)) not in ("quantile", "value"):
         raise ValueError(f"distributions.series.threshold must be {{quantile: q}} or {{value: v}}; got {threshold!r}.")
@@ -131,7 +136,18 @@ def settings(params: dict[str, Any]) -> Settings:
         level=float(r["level"]), profile=bool(r["profile"]), n_bootstrap=int(g["n_bootstrap"]), seed=int(g["seed"]),
         max_iter=int(params.get("max_iter", DEFAULTS["max_iter"])),
         cells=tuple((float(c["lat"]), float(c["lon"])) for c in params.get("cells") or []),
+        covariate=_covariate(params.get("covariate", "none")), covariate_scale=bool(params.get("covariate_scale")),
+        covariate_at=tuple(float(v) for v in params.get("covariate_at") or ()),
     )
+
+
+def _covariate(value: Any) -> Any:
+    """``none``, ``time`` or ``{field, mode}``: the covariate of the non-stationary GEV."""
+    if value in (None, "none", "time"):
+        return value or "none"
+    if isinstance(value, dict) and "field" in value and set(value) <= {"field", "mode"}:
+        return {"field": str(value["field"]), "mode": int(value.get("mode", 1))}
+    raise ValueError(f"distributions.covariate must be none, time or {{field: name, mode: k}}; got {value!r}.")
 
 
 # ------------------------------------------------------------------ series
@@ -258,7 +274,8 @@ def _mask_not_fitted(out: dict[str, np.ndarray], short: np.ndarray) -> np.ndarra
     return not_fitted
 
 
-def compute(fields_ds: xr.Dataset, *, params: dict[str, Any], backend: Backend) -> xr.Dataset:
+def compute(fields_ds: xr.Dataset, *, params: dict[str, Any], backend: Backend,
+            covariate_ds: xr.Dataset | None = None) -> xr.Dataset:
     """Fit every configured family to the series of every cell of a fields store.
 
     Parameters
@@ -270,6 +287,9 @@ def compute(fields_ds: xr.Dataset, *, params: dict[str, Any], backend: Backend) 
         for the workflow and ignored).
     backend : Backend
         Where the fits run (see :func:`pipeline.backend.resolve`).
+    covariate_ds : xr.Dataset, optional
+        The EOF store whose PC is the covariate of a non-stationary GEV
+        (``covariate: {field, mode}``).
 
     Returns
     -------
@@ -314,6 +334,13 @@ def compute(fields_ds: xr.Dataset, *, params: dict[str, Any], backend: Backend) 
             values = backend.asarray(np.asarray(s.values))
             out["rp_of_values"] = to_numpy(kernels.return_periods_of(s.families, fits, values, minima=s.minima,
                                                                      rate=rate))
+    ns = None
+    if s.covariate != "none":
+        if not ser.yearly or ser.time is None:
+            raise ValueError(f"distributions.covariate needs a series of one value a year (block maxima, or a yearly "
+                             f"field); the {name} series is {ser.describe}.")
+        ns = nonstationary(x, ser, s, fits["loglik"][s.families.index("gev"), ...], covariate_ds, name, units,
+                           backend)
     not_fitted = _mask_not_fitted(out, short)
     elapsed = time.perf_counter() - start
     log.info("%s: fitted %s to %s in %d cells (%d values a cell at most) on %s in %.2f s (fits %.2f s)",
@@ -331,7 +358,81 @@ def compute(fields_ds: xr.Dataset, *, params: dict[str, Any], backend: Backend) 
                         MIN_SAMPLES)
     if (out["best"] == _NOT_FITTED).all():
         raise ValueError(f"No family could be fitted in any cell of the {name} field ({ser.describe}).")
-    return _dataset(out, ser, s, field, name, units)
+    ds = _dataset(out, ser, s, field, name, units)
+    if ns is not None:
+        ds = ds.assign(dict(ns.data_vars)).assign_attrs(ns.attrs)
+    return ds
+
+
+def covariate_of(ser: Series, s: Settings, covariate_ds: xr.Dataset | None, name: str
+                 ) -> tuple[np.ndarray, np.ndarray, str, str, tuple[float, ...], float]:
+    """The rows of the series that have a covariate value, the values fitted, their name and units, the values
+    where the return levels are reported (in the covariate's own units) and the reference subtracted from them."""
+    years = timeaxis.date_fields(ser.time)[0].astype(np.float64)
+    if s.covariate == "time":  # years since the first, so that loc0 and scale0 are those of the first year
+        at = s.covariate_at or (float(years[0]), float(years[-1]))
+        return np.arange(years.size), years - years[0], f"years since {int(years[0])}", "year", at, years[0]
+    label, mode = s.covariate["field"], s.covariate["mode"]
+    if covariate_ds is None or "pc" not in covariate_ds:
+        raise ValueError(f"distributions.covariate names PC {mode} of {label!r}, but no EOF store of it was given; "
+                         f"add {label!r} to eof.fields.")
+    pc = covariate_ds["pc"].transpose("time", "mode")
+    if mode > pc.sizes["mode"]:
+        raise ValueError(f"distributions.covariate asks for PC {mode} of {label!r}; its EOF store holds "
+                         f"{pc.sizes['mode']}.")
+    it, ip, _ = timeaxis.align(ser.time, pc["time"].values, what=(f"{name} series", f"PCs of {label!r}"))
+    if it.size < MIN_SAMPLES + 2:
+        raise ValueError(f"Only {it.size} steps of the {name} series have a PC {mode} of {label!r}; a "
+                         "non-stationary fit needs more.")
+    c = np.asarray(pc.isel(mode=mode - 1).values, dtype=np.float64)[ip]
+    at = s.covariate_at or (float(c.mean() - c.std()), float(c.mean() + c.std()))
+    return it, c, f"{label} PC {mode}", str(pc.attrs.get("units", "1")), at, 0.0
+
+
+def nonstationary(x: Any, ser: Series, s: Settings, stationary_loglik: Any, covariate_ds: xr.Dataset | None,
+                  name: str, units: str, backend: Backend) -> xr.Dataset:
+    """The non-stationary GEV of every cell (location, and with ``covariate_scale`` log-scale, linear in the
+    covariate): parameters, standard errors, the likelihood-ratio test against the stationary GEV and the
+    return levels at the covariate values ``covariate_at``."""
+    from pipeline.kernels import gev as kgev
+    from pipeline.kernels import gof, return_levels as krl
+
+    rows, c, cname, cunits, at, ref = covariate_of(ser, s, covariate_ds, name)
+    xp = backend.xp
+    xs = xp.take(x, backend.asarray(rows), axis=0)
+    fit = kgev.fit_nonstationary(xs, backend.asarray(c), scale_trend=s.covariate_scale, max_iter=s.max_iter)
+    k = 2 if s.covariate_scale else 1
+    stat, pvalue = gof.lr_test(fit["loglik"], stationary_loglik, df=k)
+    levels = krl.nonstationary_return_level(fit["params"], fit["cov"], [a - ref for a in at],
+                                            backend.asarray(np.asarray(s.periods)),
+                                            level=s.level, scale_trend=s.covariate_scale)
+    names = ["loc0", "loc_trend", "scale0"] + (["log_scale_trend"] if s.covariate_scale else []) + ["shape"]
+    h = {key: to_numpy(fit[key]) for key in ("params", "cov", "loglik", "converged")}
+    if rows.size < ser.values.shape[0]:
+        log.info("%s: the non-stationary fit uses the %d of %d values that have a covariate", name, rows.size,
+                 ser.values.shape[0])
+    lead = {"ns_param": np.array(names)}
+    per = {"covariate_value": np.array(at), "return_period": np.array(s.periods)}
+    out = {
+        "ns_params": (lead, h["params"], "mixed", f"non-stationary GEV against {cname}: location and scale at "
+                      "its zero, their trends per covariate unit, shape"),
+        "ns_se": (lead, np.sqrt(np.stack([h["cov"][i, i] for i in range(len(names))])), "mixed",
+                  "standard errors of ns_params"),
+        "ns_loglik": ({}, h["loglik"], "1", "maximized log-likelihood of the non-stationary GEV"),
+        "ns_lr_statistic": ({}, to_numpy(stat), "1", f"likelihood ratio against the stationary GEV ({k} df)"),
+        "ns_lr_pvalue": ({}, to_numpy(pvalue), "1", "p-value of the likelihood-ratio test (chi-squared)"),
+        "ns_return_level": (per, to_numpy(levels[0]), units, "return level at the covariate value"),
+        "ns_return_level_lower": (per, to_numpy(levels[1]), units, "lower delta-method bound"),
+        "ns_return_level_upper": (per, to_numpy(levels[2]), units, "upper delta-method bound"),
+    }
+    data = {key: _grid(v, ser.cells, lead_, key, {"units": u, "long_name": ln})
+            for key, (lead_, v, u, ln) in out.items()}
+    data["ns_converged"] = _grid(h["converged"].astype(np.float64), ser.cells, {}, "ns_converged", {}).fillna(0) \
+        .astype(np.int8).assign_attrs(units="1", long_name="1 where the non-stationary fit converged")
+    ds = xr.Dataset(data)
+    ds["covariate_value"].attrs.update(units=cunits, long_name="value of the covariate (a year for time)")
+    ds.attrs.update(covariate=cname, covariate_units=cunits)
+    return ds
 
 
 def _dataset(out: dict[str, np.ndarray], ser: Series, s: Settings, field: xr.DataArray, name: str,
@@ -403,11 +504,16 @@ def run(
     params: dict[str, Any],
     backend: str = "auto",
     output_options: dict[str, Any] | None = None,
+    covariate_store: str | os.PathLike | None = None,
 ) -> None:
-    """Read a fields store, fit the distributions, write the distributions store (with the field's grid bounds)."""
+    """Read a fields store, fit the distributions, write the distributions store (with the field's grid bounds).
+
+    ``covariate_store``: the EOF store whose PC is the covariate of a non-stationary GEV, when configured.
+    """
     fields_ds = io.open_store(field_store, what="fields store")
+    covariate_ds = None if covariate_store is None else io.open_store(covariate_store, what="covariate EOF store")
     b = resolve(backend)
-    ds = compute(fields_ds, params=params, backend=b)
+    ds = compute(fields_ds, params=params, backend=b, covariate_ds=covariate_ds)
     io.write_store(io.with_bounds(ds, fields_ds), output, stage=STAGE, params=params, backend=b.name,
                    output=output_options)
     log.info("wrote %s", output)

@@ -96,6 +96,12 @@ def dist_params(wildcards):
     return dist_settings(wildcards.field)
 
 
+def dist_covariate(wildcards):
+    """The EOF store of a non-stationary GEV's covariate ({field, mode}), if the field's settings name one."""
+    covariate = dist_settings(wildcards.field).get("covariate", "none")
+    return [marker("eof", covariate["field"])] if isinstance(covariate, dict) else []
+
+
 def dist_figures(name):
     """The figures of a distributions store: the best family, fits at chosen cells, GEV shape and return levels."""
     s = dist_settings(name)
@@ -196,7 +202,11 @@ def all_outputs():
         )
     ]
     outputs += [path for f in DIST_FIELDS for path in dist_figures(f)]
-    outputs += [figure("conditional_maps", f) for f in JOINT_FIELDS]
+    outputs += [
+        figure(kind, f)
+        for f in JOINT_FIELDS
+        for kind in ("conditional_maps", "conditional_mean_maps")
+    ]
     outputs += [
         figure(kind, t)
         for t in TARGETS

@@ -1,6 +1,7 @@
 rule distributions:
     input:
         field=marker("fields", "{field}"),
+        covariate=dist_covariate,
     output:
         marker("distributions", "{field}"),
     log:

@@ -229,6 +229,27 @@ rule figure_conditional_maps:
         "../scripts/figure.py"
 
 
+rule figure_conditional_mean_maps:
+    input:
+        marker("joint", "{field}"),
+    output:
+        report(
+            figure("conditional_mean_maps", "{field}"),
+            caption="../report/conditional_mean_maps.rst",
+            category="Joint and conditional",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/conditional_mean_maps_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="conditional_mean_maps",
+        figures=section("figures"),
+    script:
+        "../scripts/figure.py"
+
+
 rule figure_posterior_map:
     input:
         marker("posterior", "{target}"),

@@ -16,5 +16,8 @@ with logged(sm.log[0]):
         params=sm.params.distributions,
         backend=sm.params.backend,
         output_options=sm.params.output,
+        covariate_store=(
+            io.marked_store(sm.input.covariate[0], "covariate EOF store") if sm.input.covariate else None
+        ),
     )
     io.write_marker(sm.output[0])

@@ -517,3 +517,38 @@ def profile_interval_gpd(
             acc.append(v)
     lower, upper = (xp.astype(params[0, ...] + st.scale * xp.stack(v), dtype) for v in out[:2])
     return lower, upper, xp.stack(out[2])
+
+
+def nonstationary_return_level(
+    params: Any, cov: Any, covariate: Any, return_periods: Sequence[float] | Any, *, level: float = 0.95,
+    scale_trend: bool = False,
+) -> tuple[Any, Any, Any]:
+    """Return levels of a non-stationary GEV at given covariate values, with delta-method bounds.
+
+    With ``params`` ``(mu0, mu1, sigma0, [eta1], xi)`` from
+    :func:`pipeline.kernels.gev.fit_nonstationary`, the law at covariate ``c``
+    is GEV(``mu0 + mu1 c``, ``sigma0 exp(eta1 c)``, ``xi``) and its ``T``-year
+    level ``z = mu(c) + sigma(c) q(xi)``. The gradient of ``z`` in the
+    parameters is ``(1, c, sigma/sigma0 q, [c sigma q], sigma q')``.
+
+    Returns
+    -------
+    level, lower, upper : arrays of shape (n_c, n_T, cells)
+    """
+    xp = array_api_compat.array_namespace(params)
+    t = _periods(return_periods, params, xp)
+    big_l = _gev_big_l(t, xp)
+    z = _z_level(level)
+    mu0, mu1, sigma0, xi = params[0, ...], params[1, ...], params[2, ...], params[-1, ...]
+    eta1 = params[3, ...] if scale_trend else xp.zeros_like(mu0)
+    q, q1, _ = q_derivatives(xi, big_l)
+    rows = ([], [], [])
+    for c in [float(v) for v in covariate]:
+        sigma = sigma0 * xp.exp(eta1 * c)
+        value = mu0 + mu1 * c + sigma * q
+        ones = xp.ones_like(value)
+        grad = [ones, c * ones, (sigma / sigma0) * q] + ([c * sigma * q] if scale_trend else []) + [sigma * q1]
+        se = delta_se(grad, cov)
+        for out, v in zip(rows, (value, value - z * se, value + z * se)):
+            out.append(v)
+    return tuple(xp.stack(r) for r in rows)
