@@ -152,3 +152,26 @@ def test_same_seed_same_draws_and_chunking_invariance(xp, to_np):
         np.testing.assert_array_equal(to_np(getattr(whole, name)), to_np(getattr(again, name)))
         np.testing.assert_allclose(to_np(getattr(chunked, name)), to_np(getattr(whole, name)), rtol=1e-12, atol=1e-15)
     assert not np.allclose(to_np(other.mean), to_np(whole.mean))
+
+
+def test_flat_prior_gives_the_classical_ols_intervals(xp, to_np):
+    """alpha = 0 is p(beta) ∝ 1: with a0, b0 -> 0 each coefficient is Student-t with n - 1 - k degrees of freedom
+    about the OLS fit, with the textbook standard error s sqrt((Z'Z)^-1_jj), s^2 = RSS / (n - 1 - k)."""
+    rng = np.random.default_rng(12)
+    n, k, cells = 30, 3, 5
+    Z = rng.standard_normal((n, k))
+    Z -= Z.mean(axis=0)
+    Y = Z @ rng.standard_normal((k, cells)) + 0.7 * rng.standard_normal((n, cells))
+    Yc = Y - Y.mean(axis=0)
+    post = kp.conjugate(kp.factor(xp.asarray(Z), 0.0), xp.asarray(Yc), 1e-12, 1e-12)
+    a_n, b_n = float(post.a_n), to_np(post.b_n)
+    assert 2 * a_n == pytest.approx(n - 1 - k, abs=1e-9)
+    beta, *_ = np.linalg.lstsq(Z, Yc, rcond=None)
+    np.testing.assert_allclose(to_np(post.mu), beta, rtol=1e-10)
+    rss = np.sum((Yc - Z @ beta) ** 2, axis=0)
+    se = np.sqrt(rss / (n - 1 - k))[None, :] * np.sqrt(np.diag(np.linalg.inv(Z.T @ Z)))[:, None]
+    scale = np.sqrt(b_n / a_n)[None, :] * np.sqrt(np.diag(np.linalg.inv(Z.T @ Z)))[:, None]
+    np.testing.assert_allclose(scale, se, rtol=1e-9)
+    # the 90 % interval is the textbook t interval
+    half = stats.t.ppf(0.95, n - 1 - k) * se
+    np.testing.assert_allclose(stats.t.ppf(0.95, 2 * a_n) * scale, half, rtol=1e-8)

@@ -11,6 +11,12 @@ The intercept has a flat prior and is integrated out by centring, which leaves
 
     Lambda_n = Z^T Z + alpha I,    mu_n = Lambda_n^{-1} Z^T y,
     a_n = a0 + (n - 1) / 2,        b_n = b0 + (y^T y - mu_n^T Lambda_n mu_n) / 2,
+
+and for ``alpha = 0`` the flat prior ``p(beta) ∝ 1`` (not the ``alpha -> 0``
+limit of the conjugate prior, whose ``sigma^-k`` factor would remain), which
+leaves ``a_n = a0 + (n - 1 - k) / 2`` with ``k`` predictors: the classical
+result that ``beta`` is Student-t about the OLS fit with ``n - 1 - k`` degrees
+of freedom when ``a0, b0 -> 0``. In both cases
     sigma^2 | y ~ InvGamma(a_n, b_n),   beta | sigma^2, y ~ N(mu_n, sigma^2 Lambda_n^{-1}),
 
 so ``mu_n`` is the ridge solution for ``alpha`` and each coefficient is marginally
@@ -119,7 +125,9 @@ def conjugate(f: Factor, Yc: Array, a0: float, b0: float) -> Conjugate:
     mu = f.V @ (f.s[:, None] * c / denom)
     quad = xp.sum((f.s * f.s)[:, None] * c * c / denom, axis=0)
     b_n = b0 + 0.5 * (xp.sum(Yc * Yc, axis=0) - quad)
-    return Conjugate(mu=mu, a_n=a0 + 0.5 * (n - 1), b_n=b_n)
+    # alpha = 0 is the flat prior p(beta) ∝ 1 (no sigma^-k of the conjugate prior): k fewer degrees of freedom
+    k = 0 if f.alpha > 0 else f.V.shape[0]
+    return Conjugate(mu=mu, a_n=a0 + 0.5 * (n - 1 - k), b_n=b_n)
 
 
 def draw(post: Conjugate, L: Array, n_draws: int, rng_gamma: Any, rng_normal: Any) -> tuple[Array, Array]:
