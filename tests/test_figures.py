@@ -166,7 +166,26 @@ def _on_grid(domain: str | None) -> dict[str, np.ndarray]:
     return {"lat": s["lat"].values, "lon": s["lon"].values}
 
 
-STORES = {"eof": eof_store, "regression": regression_store,
+def bayes_store(domain: str | None = None) -> xr.Dataset:
+    """A ``bayes/{field}.zarr`` store on a test domain: planted return levels and diagnostics."""
+    g = _on_grid(domain)
+    shape = (g["lat"].size, g["lon"].size)
+    rng = np.random.default_rng(9)
+    med = 50.0 + 10.0 * rng.random(shape)
+    per = np.array([10.0, 100.0])
+    level = np.stack([med * 0.8, med])
+    ll, par = ("lat", "lon"), ("param", "lat", "lon")
+    return xr.Dataset(
+        {"return_level_median": (("return_period", *ll), level, {"units": "mm day-1"}),
+         "return_level_lower": (("return_period", *ll), level - 5.0, {"units": "mm day-1"}),
+         "return_level_upper": (("return_period", *ll), level + 8.0 + rng.random(shape), {"units": "mm day-1"}),
+         "rhat": (par, 1.0 + 0.02 * rng.random((3, *shape))), "ess_bulk": (par, 300 + 3000 * rng.random((3, *shape)))},
+        coords={"return_period": per, "param": ["loc", "scale", "shape"], **g},
+        attrs={"field_name": "rain", "field_units": "mm day-1", "sampler": "hmc", "chains": 4, "draws": 500,
+               "credible_level": 0.9, "rhat_max": 1.01, "ess_min": 400.0, "series": "annual maxima"})
+
+
+STORES = {"eof": eof_store, "regression": regression_store, "bayes": bayes_store,
           "distributions": lambda domain=None: extremes_store(**_on_grid(domain)),
           "joint": lambda domain=None: joint_store(**_on_grid(domain)), "posterior": posterior_store}
 PARAMS = {"n_maps": 3, "dpi": 50}
@@ -455,7 +474,8 @@ def test_every_family_on_every_domain(kind, domain):
         assert ax.lines or any(np.isfinite(plotted(m)).any() for m in meshes), (kind, domain)
     if kind in MAP_KINDS:
         n_expected = {"summary": 1, "distribution_map": 2, "regression_maps": 4, "return_level_maps": 2,
-                      "gev_shape": 1, "conditional_maps": 4, "conditional_mean_maps": 6}.get(kind, 3)
+                      "gev_shape": 1, "conditional_maps": 4, "conditional_mean_maps": 6,
+                      "bayes_maps": 4}.get(kind, 3)
         assert len(geo_axes(fig)) == n_expected
         assert fig.get_figheight() <= maps.MAX_FIG_H + 0.01 and fig.get_figwidth() <= _common.FIG_WIDTH + 0.01
 

@@ -46,7 +46,7 @@ def test_dry_run_of_the_default_config_lists_every_job():
         "figure_eof_spectrum": 2, "figure_eof_maps": 2, "figure_pc_timeseries": 2,
         "figure_regression_maps": 1, "figure_distribution_map": 2, "figure_posterior_map": 1, "all": 1,
         "figure_distribution_fits": 2, "figure_gev_shape": 2, "figure_return_level_maps": 1,
-        "figure_conditional_maps": 1, "figure_conditional_mean_maps": 1,
+        "figure_conditional_maps": 1, "figure_conditional_mean_maps": 1, "bayes": 1, "figure_bayes_maps": 1,
         "figure_eof_correlation": 2, "figure_summary": 2, "figure_posterior_sd": 1, "summary": 1,
     }
     assert {k: int(counts.get(k, 0)) for k in expected} == expected
@@ -159,7 +159,7 @@ def synthetic_run(tmp_path_factory):
 def test_every_store_and_figure_is_written(synthetic_run):
     for stage, name in [("fields", "x"), ("fields", "y"), ("fields", "d"), ("moments", "x"), ("eof", "x"),
                         ("regression", "y"), ("distributions", "d"), ("posterior", "y"), ("fields", "rain"),
-                        ("distributions", "rain"), ("joint", "y")]:
+                        ("distributions", "rain"), ("joint", "y"), ("bayes", "rain")]:
         store = synthetic_run / stage / f"{name}.zarr"
         assert (store / "zarr.json").is_file(), (stage, name)
         assert io.marked_store(io.marker_path(store)) == store  # its marker, written after it, matches it
@@ -170,7 +170,7 @@ def test_every_store_and_figure_is_written(synthetic_run):
         "posterior_map_y.png", "distribution_map_d.png", "eof_correlation_x.png", "summary_x.png", "posterior_sd_y.png",
         "distribution_fits_d.png", "gev_shape_d.png", "distribution_map_rain.png", "distribution_fits_rain.png",
         "gev_shape_rain.png", "return_level_maps_rain.png", "conditional_maps_y.png",
-        "conditional_mean_maps_y.png",
+        "conditional_mean_maps_y.png", "bayes_maps_rain.png",
     ])
     assert all((synthetic_run / "figures" / p).stat().st_size > 10_000 for p in pngs)
     assert not list(synthetic_run.rglob(".*.tmp-*")) and not list(synthetic_run.rglob(".*.old-*"))
@@ -245,7 +245,7 @@ def test_a_second_run_has_nothing_to_do_and_a_param_change_reruns_only_downstrea
 def test_stores_carry_their_provenance(synthetic_run):
     stages = {"fields/x": "ingest", "fields/d": "ingest", "moments/x": "moments", "eof/x": "eof",
               "regression/y": "regression", "distributions/d": "distributions", "posterior/y": "posterior",
-              "joint/y": "joint"}
+              "joint/y": "joint", "bayes/rain": "bayes"}
     commit = io.git_commit()
     for name, stage in stages.items():
         attrs = open_store(synthetic_run / f"{name}.zarr").attrs

@@ -340,6 +340,10 @@ def check_field_names(config: dict[str, Any]) -> None:
                           "computed; add it to eof.fields (or set mode: 0 for the field itself).",
                           key=["joint", "index"])
     check_distributions(config)
+    for name in (config.get("bayes") or {}).get("fields") or []:
+        if name not in ((config.get("distributions") or {}).get("fields") or []):
+            raise ConfigError(f"Config key bayes.fields names {name!r}, whose distributions are not fitted; add it to "
+                              "distributions.fields (with series.kind: block_maxima).", key=["bayes", "fields"])
     for name in sign_fields:
         if name not in eof_fields:
             raise ConfigError(
@@ -415,7 +419,8 @@ def check(paths: Sequence[str | os.PathLike], schema: str | os.PathLike = SCHEMA
     stages = [f"{stage} of {', '.join(names)}" for stage, names in (
         ("eof", (config.get("eof") or {}).get("fields") or []),
         ("distributions", (config.get("distributions") or {}).get("fields") or []),
-        ("joint law with the index", (config.get("joint") or {}).get("fields") or [])) if names]
+        ("joint law with the index", (config.get("joint") or {}).get("fields") or []),
+        ("Bayesian GEV", (config.get("bayes") or {}).get("fields") or [])) if names]
     regression = config.get("regression") or {}
     if regression.get("target"):
         stages.append(f"regression of {regression['target']} on {regression['predictor']}")

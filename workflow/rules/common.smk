@@ -54,6 +54,7 @@ EOF_FIELDS = config["eof"]["fields"]
 DIST_FIELDS = config["distributions"]["fields"]
 JOINT = config["joint"]
 JOINT_FIELDS = JOINT["fields"]
+BAYES_FIELDS = config["bayes"]["fields"]
 REGRESSION = config.get("regression") or {}
 TARGETS = [REGRESSION["target"]] if REGRESSION.get("target") else []
 
@@ -207,6 +208,7 @@ def all_outputs():
         for f in JOINT_FIELDS
         for kind in ("conditional_maps", "conditional_mean_maps")
     ]
+    outputs += [figure("bayes_maps", f) for f in BAYES_FIELDS]
     outputs += [
         figure(kind, t)
         for t in TARGETS

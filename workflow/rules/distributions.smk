@@ -32,3 +32,20 @@ rule joint:
         backend=config["backend"],
     script:
         "../scripts/joint.py"
+
+
+rule bayes:
+    input:
+        marker("distributions", "{field}"),
+    output:
+        marker("bayes", "{field}"),
+    log:
+        f"{RESULTS}/logs/bayes/{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        bayes=section("bayes"),
+        output=section("output"),
+        backend=config["backend"],
+    script:
+        "../scripts/bayes.py"

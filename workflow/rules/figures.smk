@@ -229,6 +229,27 @@ rule figure_conditional_maps:
         "../scripts/figure.py"
 
 
+rule figure_bayes_maps:
+    input:
+        marker("bayes", "{field}"),
+    output:
+        report(
+            figure("bayes_maps", "{field}"),
+            caption="../report/bayes_maps.rst",
+            category="Bayesian GEV",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/bayes_maps_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="bayes_maps",
+        figures=section("figures"),
+    script:
+        "../scripts/figure.py"
+
+
 rule figure_conditional_mean_maps:
     input:
         marker("joint", "{field}"),

@@ -17,6 +17,7 @@ kind                      store                   shows
 ``return_level_maps``     ``distributions/{f}``   T-year return level and its interval width
 ``conditional_maps``      ``joint/{f}``           ρ and P(Y > y_q | X > x_q) beside P(Y > y_q)
 ``conditional_mean_maps`` ``joint/{f}``           shift of E[Y | X = x] and the sd X leaves
+``bayes_maps``            ``bayes/{f}``           posterior T-year level, its width, R-hat, ESS
 ``posterior_map``         ``posterior/{t}``       P(coefficient > 0), stippled CIs
 ``posterior_sd``          ``posterior/{t}``       posterior sd of each coefficient
 ========================  ======================  ====================================
@@ -44,6 +45,7 @@ from matplotlib.figure import Figure
 
 from pipeline import __version__, io
 from pipeline.figures._common import clean_units, count
+from pipeline.figures.bayes import bayes_maps
 from pipeline.figures.eof import eof_correlation, eof_maps, eof_spectrum, pc_timeseries, summary
 from pipeline.figures.extremes import distribution_fits, qq_plots, return_level_maps, return_level_plot, shape_map
 from pipeline.figures.joint import conditional_maps, conditional_mean_maps
@@ -53,6 +55,7 @@ from pipeline.figures.maps import PROJECTIONS
 __all__ = [
     "KINDS",
     "Options",
+    "bayes_maps",
     "clean_units",
     "conditional_maps",
     "conditional_mean_maps",
@@ -104,6 +107,7 @@ KINDS: dict[str, tuple[str, Callable[[xr.Dataset, Options], Figure]]] = {
     "return_level_maps": ("distributions", lambda ds, o: return_level_maps(ds, None, None, o.projection)),
     "conditional_maps": ("joint", lambda ds, o: conditional_maps(ds, "copula", o.projection)),
     "conditional_mean_maps": ("joint", lambda ds, o: conditional_mean_maps(ds, o.projection)),
+    "bayes_maps": ("bayes", lambda ds, o: bayes_maps(ds, None, o.projection)),
     "posterior_map": ("posterior", lambda ds, o: posterior_map(ds, o.n_maps, o.projection)),
     "posterior_sd": ("posterior", lambda ds, o: posterior_sd(ds, o.n_maps, o.projection)),
 }
