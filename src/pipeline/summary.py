@@ -48,7 +48,7 @@ from pipeline.figures._common import clean_units
 
 log = logging.getLogger(__name__)
 
-STORE_STAGES = ("fields", "moments", "eof", "regression", "posterior", "distributions", "joint")
+STORE_STAGES = ("fields", "moments", "eof", "regression", "posterior", "distributions", "joint", "bayes")
 """The folders of ``results/{run}/`` holding one store per field, in pipeline order."""
 LOG_STAGE = {"fields": "ingest"}
 """The log folder of a store folder where it differs (``logs/ingest/x.log`` for ``fields/x.zarr``)."""
@@ -277,6 +277,21 @@ def _return_level_entries(ds: xr.Dataset) -> tuple[Entry, ...]:
     return tuple(out)
 
 
+def bayes_entries(ds: xr.Dataset) -> tuple[Entry, ...]:
+    """The sampler and its size, the median posterior of the longest return level, and the flagged cells."""
+    period = float(ds["return_period"].values.max())
+    median = float(ds["return_level_median"].sel(return_period=period).median())
+    units = clean_units(str(ds["return_level_median"].attrs.get("units", "")))
+    cells = int(np.isfinite(ds["rhat"].isel(param=0).values).sum())
+    failed = int(ds.attrs.get("n_failed", 0))
+    size = f"{str(ds.attrs.get('sampler', '')).upper()}, {ds.attrs.get('chains')} chains × {ds.attrs.get('draws')} draws"
+    return (
+        Entry("sampler", size, size),
+        Entry(f"{period:g}-year level, posterior median (median over cells)", median, f"{median:.4g} {units}".rstrip()),
+        Entry("cells failing R-hat, ESS or divergence checks", failed, f"{failed} of {cells}"),
+    )
+
+
 def joint_entries(ds: xr.Dataset) -> tuple[Entry, ...]:
     """The index, the median correlations and the median conditional and marginal exceedance probabilities."""
     rho = {str(m): float(ds["rho"].sel(model=m).median()) for m in ds["model"].values}
@@ -382,7 +397,8 @@ def collect(stores: Mapping[str, Sequence[str | os.PathLike]], *, config: Mappin
     names = list(dict.fromkeys(n for stage in STORE_STAGES for n in paths[stage]))
     builders = {"eof": ("EOF", eof_entries), "regression": ("Regression", regression_entries),
                 "posterior": ("Posterior", posterior_entries),
-                "distributions": ("Distributions", distribution_entries), "joint": ("Joint", joint_entries)}
+                "distributions": ("Distributions", distribution_entries), "joint": ("Joint", joint_entries),
+                "bayes": ("Bayesian GEV", bayes_entries)}
     tables, attrs = [], []
     for name in names:
         sections = []

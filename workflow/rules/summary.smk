@@ -11,6 +11,7 @@ rule summary:
         posterior=[marker("posterior", t) for t in TARGETS],
         distributions=[marker("distributions", f) for f in DIST_FIELDS],
         joint=[marker("joint", f) for f in JOINT_FIELDS],
+        bayes=[marker("bayes", f) for f in BAYES_FIELDS],
     output:
         report(
             f"{RESULTS}/summary.html",
