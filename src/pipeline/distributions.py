@@ -199,13 +199,13 @@ def series_of(field: xr.DataArray, s: Settings, name: str, backend: Backend) -> 
             raise ValueError(f"The {name} field's time axis holds plain numbers, not dates; set fields.{name}."
                              "time_units so that its blocks can be found.")
         field = _block_series(field, s, name, backend)
-        label = f"{s.block if isinstance(s.block, str) else 'block'} {s.kind.split('_')[1]}"
     if s.kind != "exceedances":
         cells = grid.complete_cells(field, name=name)
         values = grid.to_matrix(field, cells)
         t = field["time"].values
         yearly = timeaxis.is_dates(t) and timeaxis.step_kind(t, f"{name} time axis") == "yearly"
-        describe = label if s.kind != "field" else "the field as it is"
+        block = s.block if isinstance(s.block, str) else "block"
+        describe = "the field as it is" if s.kind == "field" else f"{block} {s.kind.split('_')[1]}"
         return Series(values, cells, describe, yearly, time=t, n_years=float(values.shape[0]) if yearly else None)
     if not timeaxis.is_dates(field["time"].values):
         raise ValueError(f"The {name} field's time axis holds plain numbers, not dates; set fields.{name}.time_units "
