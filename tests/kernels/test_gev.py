@@ -151,6 +151,38 @@ def test_outside_support_is_minus_inf_without_warnings(xp, to_np):
     assert np.all(to_np(gev.gev_objective(xp.asarray(theta), xp.asarray(z * 0.1))[0]) == -np.inf)
 
 
+def test_gradient_only_path_equals_the_full_objective(xp, to_np):
+    """``hessian=False`` (what the samplers call) gives the full path's loglik and gradient, bit for bit,
+    over the series cut (|xi y| ~ 1e-3), the Gumbel limit, outside the support and with a mask."""
+    rng = np.random.default_rng(4)
+    cells = 60
+    z = rng.gumbel(size=(30, cells)) * 0.6
+    xis = np.concatenate([[0.0, 1e-9, -1e-9, 4e-4, -4e-4, 3e-3, 0.6, -0.6, 1.2], rng.uniform(-0.5, 0.5, cells - 9)])
+    theta = np.stack([rng.normal(0.0, 0.3, cells), rng.normal(0.0, 0.3, cells), xis])
+    weight = (rng.uniform(size=z.shape) > 0.1).astype(float)
+    for w in (None, xp.asarray(weight)):
+        full = gev.gev_objective(xp.asarray(theta), xp.asarray(z), w)
+        l, g, h = gev.gev_objective(xp.asarray(theta), xp.asarray(z), w, hessian=False)
+        assert h is None
+        np.testing.assert_array_equal(to_np(l), to_np(full[0]))
+        np.testing.assert_array_equal(to_np(g), to_np(full[1]))
+    assert np.isinf(to_np(full[0])).any() and np.isfinite(to_np(full[0])).sum() > cells // 2
+
+
+def test_left_out_entries_outside_the_support_do_not_count(xp, to_np):
+    """A zero-weight entry beyond the support end changes nothing: same loglik and derivatives as without it."""
+    z = np.array([[-1.0, 0.5], [0.3, 1.0], [-4.0, -2.5]])  # the last row lies below the end -1/xi = -2 for xi = 0.5
+    theta = np.array([[0.0, 0.0], [0.0, 0.0], [0.5, 0.5]])
+    weight = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        masked = [to_np(v) for v in gev.gev_objective(xp.asarray(theta), xp.asarray(z), xp.asarray(weight))]
+    kept = [to_np(v) for v in gev.gev_objective(xp.asarray(theta), xp.asarray(z[:2]))]
+    for a, b in zip(masked, kept):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(masked[0], stats.genextreme.logpdf(z[:2], -0.5).sum(0), rtol=1e-12)
+
+
 # ----------------------------------------------------------------- fits
 
 

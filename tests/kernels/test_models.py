@@ -165,3 +165,24 @@ def test_gev_gradient_and_constrain():
     assert levels.shape == (2, 3, 4)
     with pytest.raises(ValueError, match="periods"):
         models.gev_return_levels(par, [1.0])
+
+
+def test_gev_reference_fixes_the_prior_scale(xp, to_np):
+    """With ``reference=(center, scale)`` the prior is fixed in those units, whatever the data: the log density
+    equals scipy's with ``m, s`` replaced by the reference."""
+    rng = np.random.default_rng(7)
+    x = st.genextreme.rvs(0.1, loc=2.0, scale=1.5, size=(30, 4), random_state=rng)
+    x[[2, 9], 1] = np.nan
+    center, scale = np.array([0.0, 1.0, 2.0, 3.0]), np.array([1.0, 2.0, 0.5, 1.0])
+    model = models.bayes_gev(xp.asarray(x), prior_loc_sd=1.0, prior_log_scale_sd=0.5,
+                             reference=(xp.asarray(center), xp.asarray(scale)))
+    theta = np.asarray(to_np(model.init(3, 4)))
+    logp = to_np(model.logp_grad(xp.asarray(theta))[0])
+    loc, sc, xi = center + scale * theta[0], scale * np.exp(theta[1]), theta[2]
+    exact = (np.nansum(st.genextreme.logpdf(x[:, None, :], -xi, loc, sc), 0) + st.norm.logpdf(theta[0], 0, 1.0)
+             + st.norm.logpdf(theta[1], 0, 0.5) + st.beta.logpdf(0.5 - xi, 6, 9))
+    np.testing.assert_allclose(logp - logp[0], exact - exact[0], rtol=1e-9, atol=1e-7)
+    par = model.constrain(xp.asarray(theta))
+    np.testing.assert_allclose(to_np(par["scale"]), sc, rtol=1e-12)
+    with pytest.raises(ValueError, match="reference"):
+        models.bayes_gev(xp.asarray(x), reference=(0.0, -1.0))

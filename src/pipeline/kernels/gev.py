@@ -68,34 +68,46 @@ def max_exp(dtype: Any, xp: Any) -> float:
 
 
 def _poly(w: Any, coef: tuple[float, ...], terms: int) -> Any:
-    out = w * coef[terms - 1] + coef[terms - 2]
+    """Horner's rule, accumulated in place in one fresh array (not one new array per operation)."""
+    out = w * coef[terms - 1]
+    out += coef[terms - 2]
     for c in coef[terms - 3 :: -1]:
-        out = out * w + c
+        out *= w
+        out += c
     return out
 
 
-def _log_terms(y: Any, xi: Any, inside_extra: Any, xp: Any, derivs: bool) -> tuple[Any, ...]:
-    """Shared pieces of both laws: ``inside, t, u, A`` and, with ``derivs``, ``r = 1/t, B, B_xi``."""
+def _log_terms(y: Any, xi: Any, off: Any, xp: Any, order: int) -> tuple[Any, ...]:
+    """Shared pieces of both laws: ``inside, u, A``; ``order >= 1`` adds ``r = 1/t, B``, ``order 2`` also ``B_xi``.
+
+    Entries where ``off`` (left out by a zero weight) count as inside; they and
+    the points outside the support are evaluated at ``w = 0``. With ``g`` at
+    hand, ``log1p(w)/w = r - w g`` needs no series of its own. The in-place
+    updates touch only arrays created here (samplers call this at every step).
+    """
     w = xi * y
-    t = 1.0 + w
-    inside = t > 0.0
-    if inside_extra is not None:
-        inside = inside | inside_extra
-    w = xp.where(inside, w, 0.0)
-    t = xp.where(inside, t, 1.0)
+    keep = w > -1.0
+    inside = keep if off is None else keep | off
+    w = xp.where(keep, w, 0.0)
     u = xp.log1p(w)
     cut, terms = _series_cut(w.dtype, xp)
     small = xp.abs(w) < cut
     ws = xp.where(small, w, 0.0)
     wb = xp.where(small, 1.0, w)
-    big_a = y * xp.where(small, _poly(ws, _H, terms), u / wb)
-    if not derivs:
-        return inside, t, u, big_a
-    r = 1.0 / t
-    g = xp.where(small, _poly(ws, _G, terms), (w * r - u) / (wb * wb))
-    gp = xp.where(small, _poly(ws, _GP, terms), -(r * r + 2.0 * g) / wb)
+    if order == 0:
+        return inside, u, y * xp.where(small, _poly(ws, _H, terms), u / wb)
+    r = 1.0 / (1.0 + w)
+    g = w * r
+    g -= u
+    g /= wb * wb
+    g = xp.where(small, _poly(ws, _G, terms), g)
+    big_a = xp.where(small, r - w * g, u / wb)
+    big_a *= y
     y2 = y * y
-    return inside, t, u, big_a, r, y2 * g, y2 * y * gp
+    if order == 1:
+        return inside, u, big_a, r, y2 * g
+    gp = xp.where(small, _poly(ws, _GP, terms), -(r * r + 2.0 * g) / wb)
+    return inside, u, big_a, r, y2 * g, y2 * y * gp
 
 
 def _box(theta: Any, xp: Any) -> tuple[Any, list[Any]]:
@@ -111,39 +123,50 @@ def _sum(a: Any, weight: Any, xp: Any) -> Any:
     return xp.sum(a if weight is None else a * weight, axis=0)
 
 
-def gev_objective(theta: Any, z: Any, weight: Any = None) -> tuple[Any, Any, Any]:
+def gev_objective(theta: Any, z: Any, weight: Any = None, hessian: bool = True) -> tuple[Any, Any, Any]:
     """GEV log-likelihood, gradient and Hessian in ``(mu, eta, xi)`` for columns ``z`` (n, k).
 
     ``weight`` (n, k) of 0/1 selects observations (None: all). Returns ``-inf``
-    (with finite derivatives) outside the support or the domain.
+    (with finite derivatives) outside the support or the domain. With
+    ``hessian=False`` the second derivatives are skipped and ``None`` is
+    returned in their place (samplers need only the gradient). The in-place
+    updates below only touch arrays created here.
     """
     xp = array_api_compat.array_namespace(theta, z)
     ok, (mu, eta, xi) = _box(theta, xp)
     inv_s = xp.exp(-eta)
-    y = (z - mu) * inv_s
+    y = z - mu
+    y *= inv_s
     off = None if weight is None else weight == 0.0
-    inside, t, u, big_a, r, b, bx = _log_terms(y, xi, off, xp, True)
+    inside, u, big_a, r, b, *bx = _log_terms(y, xi, off, xp, 2 if hessian else 1)
     a = xp.exp(xp.minimum(-big_a, _MAX_A))
     om = 1.0 - a
     yr = y * r
-    ly = (a - 1.0 - xi) * r
+    ly = a - (1.0 + xi)
+    ly *= r
     ly_y = ly * y
+    n = float(z.shape[0]) if weight is None else xp.sum(weight, axis=0)
+    s_ly, s_ly_y = _sum(ly, weight, xp), _sum(ly_y, weight, xp)
+    terms = u + big_a
+    terms += a
+    loglik = -_sum(terms, weight, xp) - n * eta
+    loglik = xp.where(ok & xp.all(inside, axis=0), loglik, xp.full_like(loglik, -xp.inf))
+    terms = b * om
+    terms += yr
+    grad = xp.stack([-s_ly * inv_s, -n - s_ly_y, -_sum(terms, weight, xp)])
+    if not hessian:
+        return loglik, grad, None
     lyy = (1.0 + xi) * (xi - a) * r * r
     lyy_y = lyy * y
     lyx = -r * (a * b + 1.0 + ly_y)
-    n = float(z.shape[0]) if weight is None else xp.sum(weight, axis=0)
-    s_ly, s_ly_y, s_lyy, s_lyy_y = (_sum(v, weight, xp) for v in (ly, ly_y, lyy, lyy_y))
-    loglik = _sum(-u - big_a - a, weight, xp) - n * eta
-    grad = xp.stack([-s_ly * inv_s, -n - s_ly_y, _sum(-yr - b * om, weight, xp)])
-    h_mm = s_lyy * inv_s * inv_s
-    h_me = (s_lyy_y + s_ly) * inv_s
+    h_mm = _sum(lyy, weight, xp) * inv_s * inv_s
+    h_me = (_sum(lyy_y, weight, xp) + s_ly) * inv_s
     h_ee = _sum(lyy_y * y, weight, xp) + s_ly_y
     h_mx = -_sum(lyx, weight, xp) * inv_s
     h_ex = -_sum(lyx * y, weight, xp)
-    h_xx = _sum(yr * yr - bx * om - a * b * b, weight, xp)
+    h_xx = _sum(yr * yr - bx[0] * om - a * b * b, weight, xp)
     hess = xp.stack([xp.stack([h_mm, h_me, h_mx]), xp.stack([h_me, h_ee, h_ex]), xp.stack([h_mx, h_ex, h_xx])])
-    good = ok & xp.all(inside, axis=0)
-    return xp.where(good, loglik, xp.full_like(loglik, -xp.inf)), grad, hess
+    return loglik, grad, hess
 
 
 def gpd_objective(theta: Any, e: Any, weight: Any = None) -> tuple[Any, Any, Any]:
@@ -152,7 +175,7 @@ def gpd_objective(theta: Any, e: Any, weight: Any = None) -> tuple[Any, Any, Any
     ok, (eta, xi) = _box(theta, xp)
     y = e * xp.exp(-eta)
     off = None if weight is None else weight == 0.0
-    inside, t, u, big_a, r, b, bx = _log_terms(y, xi, off, xp, True)
+    inside, u, big_a, r, b, bx = _log_terms(y, xi, off, xp, 2)
     ly = -(1.0 + xi) * r
     n = float(e.shape[0]) if weight is None else xp.sum(weight, axis=0)
     s_ly_y = _sum(ly * y, weight, xp)
@@ -179,7 +202,7 @@ def _std_terms(x: Any, params: Any) -> tuple[Any, ...]:
     loc, scale, xi = _unpack(params)
     y = (x - loc) / scale
     xi = xp.broadcast_arrays(xi, y)[0]
-    inside, _, u, big_a = _log_terms(y, xi, None, xp, False)
+    inside, u, big_a = _log_terms(y, xi, None, xp, 0)
     return xp, y, xi, ~inside & ~xp.isnan(y), u, big_a
 
 
@@ -487,7 +510,7 @@ def _ns_objective(theta: Any, z: Any, c: Any, weight: Any) -> tuple[Any, Any, An
     mu, eta, xi = xp.where(ok, mu, 0.0), xp.where(ok, eta, 0.0), xp.where(ok, xi, 0.0)
     inv_s = xp.exp(-eta)
     y = (z - mu) * inv_s
-    inside, t, u, big_a, r, b, bx = _log_terms(y, xi, weight == 0.0, xp, True)
+    inside, u, big_a, r, b, bx = _log_terms(y, xi, weight == 0.0, xp, 2)
     a = xp.exp(xp.minimum(-big_a, _MAX_A))
     om = 1.0 - a
     ly = (a - 1.0 - xi) * r

@@ -296,11 +296,12 @@ def _leapfrog(
     xp = array_api_compat.array_namespace(theta)
     h0 = -logp + 0.5 * xp.sum(r * r, axis=0)
     divergent = xp.zeros(tuple(logp.shape), dtype=xp.bool, device=array_api_compat.device(logp))
+    half = 0.5 * eps
     for _ in range(n):
-        r = r + 0.5 * eps * _mul_t(factor, grad)
+        r = r + half * _mul_t(factor, grad)
         theta = theta + eps * _mul(factor, r)
         logp, grad = _evaluate(model, theta, xp)
-        r = r + 0.5 * eps * _mul_t(factor, grad)
+        r = r + half * _mul_t(factor, grad)
         err = -logp + 0.5 * xp.sum(r * r, axis=0) - h0
         divergent = divergent | ~(err <= MAX_ENERGY_ERROR)
     accept = xp.where(divergent, 0.0, _accept_prob(-err, xp))
