@@ -63,7 +63,7 @@ SCHEMA_CASES = [
                  "sign.", id="unknown-key"),
     pytest.param({"eofs": {"n_modes": 3}},
                  "Config key eofs is not a top-level key (did you mean eof?); the top-level keys are run, backend, output, "
-                 "fields, moments, eof, regression, distributions, joint, bayes, posterior, figures.", id="unknown-top-level-key"),
+                 "fields, moments, eof, regression, distributions, joint, bayes, posterior, sbc, figures.", id="unknown-top-level-key"),
     pytest.param({"eof": {"n_modes": "3"}},
                  "Config key eof.n_modes is '3' (text), but it must be an integer; write it without quotes.",
                  id="wrong-type"),
@@ -226,8 +226,8 @@ def test_the_checker_passes_the_shipped_configs(monkeypatch):
     monkeypatch.chdir(ROOT)
     assert cfg.check(["config/synthetic.yaml"]) == (
         "config OK: config/synthetic.yaml: run synthetic into results/synthetic/; fields x, y, d, rain; eof of x; "
-        "distributions of d, rain; joint law with the index of y; Bayesian GEV of rain; regression of y on x; "
-        "backend numpy."
+        "distributions of d, rain; joint law with the index of y; Bayesian GEV of rain; simulation-based calibration "
+        "of normal; regression of y on x; backend numpy."
     )
 
 

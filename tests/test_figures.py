@@ -43,7 +43,7 @@ DOMAINS = {
     "polar": ((60.0, 90.0), (0.0, 360.0), ccrs.NorthPolarStereo),
     "dateline": ((-20.0, 60.0), (120.0, 250.0), ccrs.PlateCarree),  # 120°E-110°W, across the tropics
 }
-MAP_KINDS = [k for k in figures.KINDS if k not in ("eof_spectrum", "pc_timeseries", "distribution_fits")]
+MAP_KINDS = [k for k in figures.KINDS if k not in ("eof_spectrum", "pc_timeseries", "distribution_fits", "sbc_ranks")]
 
 
 # ---------------------------------------------------------------- contract-following stores
@@ -175,17 +175,33 @@ def bayes_store(domain: str | None = None) -> xr.Dataset:
     per = np.array([10.0, 100.0])
     level = np.stack([med * 0.8, med])
     ll, par = ("lat", "lon"), ("param", "lat", "lon")
+    pit = rng.random((5, *shape))
     return xr.Dataset(
-        {"return_level_median": (("return_period", *ll), level, {"units": "mm day-1"}),
+        {"pit": (("heldout", *ll), pit), "crps_skill": (ll, 0.3 * rng.standard_normal(shape)),
+         "return_level_median": (("return_period", *ll), level, {"units": "mm day-1"}),
          "return_level_lower": (("return_period", *ll), level - 5.0, {"units": "mm day-1"}),
          "return_level_upper": (("return_period", *ll), level + 8.0 + rng.random(shape), {"units": "mm day-1"}),
          "rhat": (par, 1.0 + 0.02 * rng.random((3, *shape))), "ess_bulk": (par, 300 + 3000 * rng.random((3, *shape)))},
-        coords={"return_period": per, "param": ["loc", "scale", "shape"], **g},
+        coords={"return_period": per, "param": ["loc", "scale", "shape"], "heldout": np.arange(35, 40), **g},
         attrs={"field_name": "rain", "field_units": "mm day-1", "sampler": "hmc", "chains": 4, "draws": 500,
+               "pit_bins": 10, "pit_chi2": 8.0, "pit_chi2_pvalue": 0.53,
                "credible_level": 0.9, "rhat_max": 1.01, "ess_min": 400.0, "series": "annual maxima"})
 
 
-STORES = {"eof": eof_store, "regression": regression_store, "bayes": bayes_store,
+def sbc_store(domain: str | None = None) -> xr.Dataset:
+    """An ``sbc/{case}.zarr`` store (no grid): ranks of two samplers on a two-parameter model."""
+    rng = np.random.default_rng(4)
+    ranks = rng.integers(0, 100, size=(4, 200))
+    counts = np.stack([np.bincount(r // 5, minlength=20) for r in ranks])
+    return xr.Dataset(
+        {"rank": (("test", "cell"), ranks), "counts": (("test", "bin"), counts),
+         "p_value": ("test", [0.4, 0.2, 0.7, 1e-5])},
+        coords={"sampler": ("test", ["hmc", "hmc", "rwm", "rwm"]), "param": ("test", ["mu", "log_sigma"] * 2),
+                "bin": np.arange(20)},
+        attrs={"case": "normal", "cells": 200, "n_ranks": 99, "level": 0.01})
+
+
+STORES = {"eof": eof_store, "regression": regression_store, "bayes": bayes_store, "sbc": sbc_store,
           "distributions": lambda domain=None: extremes_store(**_on_grid(domain)),
           "joint": lambda domain=None: joint_store(**_on_grid(domain)), "posterior": posterior_store}
 PARAMS = {"n_maps": 3, "dpi": 50}
@@ -475,7 +491,7 @@ def test_every_family_on_every_domain(kind, domain):
     if kind in MAP_KINDS:
         n_expected = {"summary": 1, "distribution_map": 2, "regression_maps": 4, "return_level_maps": 2,
                       "gev_shape": 1, "conditional_maps": 4, "conditional_mean_maps": 6,
-                      "bayes_maps": 4}.get(kind, 3)
+                      "bayes_maps": 4, "pit_histogram": 1}.get(kind, 3)
         assert len(geo_axes(fig)) == n_expected
         assert fig.get_figheight() <= maps.MAX_FIG_H + 0.01 and fig.get_figwidth() <= _common.FIG_WIDTH + 0.01
 

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 import pytest
 import yaml
 
@@ -247,3 +248,32 @@ def test_the_report_opens_on_the_summary_with_the_stores_numbers(tmp_path):
     config = yaml.safe_load((tmp_path / "synthetic.yaml").read_text())
     shown = yaml.safe_load(html.unescape(re.search(r'<pre class="config">(.*?)</pre>', page, re.S).group(1)))
     assert shown["fields"]["x"]["options"] == config["fields"]["x"]["options"] and shown["eof"]["n_modes"] == 3
+
+
+def test_sbc_entries_are_the_stores_p_values_and_power():
+    ds = xr.Dataset(
+        {"p_value": ("test", [0.4, 0.003, 0.7, 0.2]), "power": ("alternative", [0.99, 1.0])},
+        coords={"sampler": ("test", ["hmc", "hmc", "rwm", "rwm"]), "param": ("test", ["mu", "log_sigma"] * 2),
+                "alternative": ["mean off by 0.25 sd", "sd 20 % too small"], "cell": np.arange(50)},
+        attrs={"level": 0.01, "n_ranks": 99})
+    entries = {e.label: e for e in summary.sbc_entries(ds)}
+    assert entries["hmc: rank-test p-values"].value == {"mu": 0.4, "log_sigma": 0.003}
+    assert entries["hmc: rank-test p-values"].text.startswith("FAILED")
+    assert entries["rwm: rank-test p-values"].text.startswith("passed")
+    assert entries["power against a sampler with"].value == {"mean off by 0.25 sd": 0.99, "sd 20 % too small": 1.0}
+
+
+def test_bayes_entries_show_the_fallback_and_the_held_out_scores():
+    lat, lon = [0.0, 1.0], [0.0, 1.0, 2.0]
+    ds = xr.Dataset(
+        {"return_level_median": (("return_period", "lat", "lon"), np.full((1, 2, 3), 40.0), {"units": "mm"}),
+         "rhat": (("param", "lat", "lon"), np.ones((3, 2, 3))),
+         "crps_skill": (("lat", "lon"), np.array([[0.1, 0.2, 0.3], [0.4, -0.5, 0.6]])),
+         "pit": (("heldout", "lat", "lon"), np.full((4, 2, 3), 0.5))},
+        coords={"return_period": [100.0], "lat": lat, "lon": lon, "heldout": np.arange(4)},
+        attrs={"sampler": "vi", "chains": 4, "draws": 100, "n_failed": 1, "n_fallback": 2, "pit_chi2_pvalue": 0.3})
+    entries = {e.label: e for e in summary.bayes_entries(ds)}
+    assert entries["cells re-sampled by HMC (envelope or k-hat failed)"].text == "2 of 6"
+    skill = entries["held-out last 4 values: median CRPS skill against climatology"]
+    assert skill.value == pytest.approx(np.median([0.1, 0.2, 0.3, 0.4, -0.5, 0.6]))
+    assert entries["PIT uniformity (pooled χ², optimistic)"].value == 0.3

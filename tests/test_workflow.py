@@ -47,6 +47,7 @@ def test_dry_run_of_the_default_config_lists_every_job():
         "figure_regression_maps": 1, "figure_distribution_map": 2, "figure_posterior_map": 1, "all": 1,
         "figure_distribution_fits": 2, "figure_gev_shape": 2, "figure_return_level_maps": 1,
         "figure_conditional_maps": 1, "figure_conditional_mean_maps": 1, "bayes": 1, "figure_bayes_maps": 1,
+        "figure_pit_histogram": 1, "sbc": 3, "figure_sbc_ranks": 3,
         "figure_eof_correlation": 2, "figure_summary": 2, "figure_posterior_sd": 1, "summary": 1,
     }
     assert {k: int(counts.get(k, 0)) for k in expected} == expected
@@ -159,7 +160,7 @@ def synthetic_run(tmp_path_factory):
 def test_every_store_and_figure_is_written(synthetic_run):
     for stage, name in [("fields", "x"), ("fields", "y"), ("fields", "d"), ("moments", "x"), ("eof", "x"),
                         ("regression", "y"), ("distributions", "d"), ("posterior", "y"), ("fields", "rain"),
-                        ("distributions", "rain"), ("joint", "y"), ("bayes", "rain")]:
+                        ("distributions", "rain"), ("joint", "y"), ("bayes", "rain"), ("sbc", "normal")]:
         store = synthetic_run / stage / f"{name}.zarr"
         assert (store / "zarr.json").is_file(), (stage, name)
         assert io.marked_store(io.marker_path(store)) == store  # its marker, written after it, matches it
@@ -170,7 +171,7 @@ def test_every_store_and_figure_is_written(synthetic_run):
         "posterior_map_y.png", "distribution_map_d.png", "eof_correlation_x.png", "summary_x.png", "posterior_sd_y.png",
         "distribution_fits_d.png", "gev_shape_d.png", "distribution_map_rain.png", "distribution_fits_rain.png",
         "gev_shape_rain.png", "return_level_maps_rain.png", "conditional_maps_y.png",
-        "conditional_mean_maps_y.png", "bayes_maps_rain.png",
+        "conditional_mean_maps_y.png", "bayes_maps_rain.png", "pit_histogram_rain.png", "sbc_ranks_normal.png",
     ])
     assert all((synthetic_run / "figures" / p).stat().st_size > 10_000 for p in pngs)
     assert not list(synthetic_run.rglob(".*.tmp-*")) and not list(synthetic_run.rglob(".*.old-*"))

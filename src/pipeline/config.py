@@ -344,6 +344,12 @@ def check_field_names(config: dict[str, Any]) -> None:
         if name not in ((config.get("distributions") or {}).get("fields") or []):
             raise ConfigError(f"Config key bayes.fields names {name!r}, whose distributions are not fitted; add it to "
                               "distributions.fields (with series.kind: block_maxima).", key=["bayes", "fields"])
+    sbc = config.get("sbc") or {}
+    n_ranks, n_bins = sbc.get("n_ranks", 99), sbc.get("n_bins", 20)
+    if isinstance(n_ranks, int) and isinstance(n_bins, int) and n_bins > 0 and (n_ranks + 1) % n_bins:
+        raise ConfigError(f"Config key sbc.n_bins ({n_bins}) must divide sbc.n_ranks + 1 ({n_ranks + 1}), the number "
+                          "of possible ranks, so that every bin is equally likely; e.g. n_ranks 99 with n_bins 20.",
+                          key=["sbc", "n_bins"])
     for name in sign_fields:
         if name not in eof_fields:
             raise ConfigError(
@@ -420,7 +426,8 @@ def check(paths: Sequence[str | os.PathLike], schema: str | os.PathLike = SCHEMA
         ("eof", (config.get("eof") or {}).get("fields") or []),
         ("distributions", (config.get("distributions") or {}).get("fields") or []),
         ("joint law with the index", (config.get("joint") or {}).get("fields") or []),
-        ("Bayesian GEV", (config.get("bayes") or {}).get("fields") or [])) if names]
+        ("Bayesian GEV", (config.get("bayes") or {}).get("fields") or []),
+        ("simulation-based calibration", (config.get("sbc") or {}).get("cases") or [])) if names]
     regression = config.get("regression") or {}
     if regression.get("target"):
         stages.append(f"regression of {regression['target']} on {regression['predictor']}")

@@ -68,7 +68,7 @@ MANIFEST = "pipeline_manifest"
 MARKER_SUFFIX = ".done"
 """A store's marker is the store's path with this suffix (``eof/x.zarr.done``)."""
 MAIN_VARIABLE = {"ingest": "field", "synthetic": "field", "moments": "mean", "moments_tile": "mean", "eof": "eof",
-                 "regression": "coef", "distributions": "loc", "joint": "rho", "bayes": "loc",
+                 "regression": "coef", "distributions": "loc", "joint": "rho", "bayes": "loc", "sbc": "rank",
                  "posterior": "mean"}
 """The variable whose dtype :func:`write_store` records as ``pipeline_dtype``, per stage."""
 PROVENANCE_KEYS = ("pipeline_stage", "pipeline_version", "pipeline_git_commit", "pipeline_config", "array_backend",

@@ -48,7 +48,7 @@ from pipeline.figures._common import clean_units
 
 log = logging.getLogger(__name__)
 
-STORE_STAGES = ("fields", "moments", "eof", "regression", "posterior", "distributions", "joint", "bayes")
+STORE_STAGES = ("fields", "moments", "eof", "regression", "posterior", "distributions", "joint", "bayes", "sbc")
 """The folders of ``results/{run}/`` holding one store per field, in pipeline order."""
 LOG_STAGE = {"fields": "ingest"}
 """The log folder of a store folder where it differs (``logs/ingest/x.log`` for ``fields/x.zarr``)."""
@@ -285,11 +285,37 @@ def bayes_entries(ds: xr.Dataset) -> tuple[Entry, ...]:
     cells = int(np.isfinite(ds["rhat"].isel(param=0).values).sum())
     failed = int(ds.attrs.get("n_failed", 0))
     size = f"{str(ds.attrs.get('sampler', '')).upper()}, {ds.attrs.get('chains')} chains × {ds.attrs.get('draws')} draws"
-    return (
+    out: tuple[Entry, ...] = (
         Entry("sampler", size, size),
         Entry(f"{period:g}-year level, posterior median (median over cells)", median, f"{median:.4g} {units}".rstrip()),
         Entry("cells failing R-hat, ESS or divergence checks", failed, f"{failed} of {cells}"),
     )
+    if int(ds.attrs.get("n_fallback", 0)):
+        n = int(ds.attrs["n_fallback"])
+        out += (Entry("cells re-sampled by HMC (envelope or k-hat failed)", n, f"{n} of {cells}"),)
+    if "crps_skill" in ds:
+        skill = float(ds["crps_skill"].median())
+        p = float(ds.attrs.get("pit_chi2_pvalue", math.nan))
+        out += (Entry(f"held-out last {ds.sizes['heldout']} values: median CRPS skill against climatology", skill,
+                      f"{skill:.2f}"),
+                Entry("PIT uniformity (pooled χ², optimistic)", p, f"p = {p:.2g}"),)
+    return out
+
+
+def sbc_entries(ds: xr.Dataset) -> tuple[Entry, ...]:
+    """Per sampler, the rank-test p-value of each parameter and whether all pass; the power of the test."""
+    level = float(ds.attrs.get("level", 0.01))
+    out = [Entry("simulated cells, ranks among", (int(ds.sizes["cell"]), int(ds.attrs.get("n_ranks", 0))),
+                 f"{ds.sizes['cell']} cells, {ds.attrs.get('n_ranks')} posterior draws, χ² at level {level:g}")]
+    for sampler in dict.fromkeys(str(v) for v in ds["sampler"].values):
+        sel = ds.isel(test=np.flatnonzero(ds["sampler"].values == sampler))
+        pvals = {str(k): float(v) for k, v in zip(sel["param"].values, sel["p_value"].values)}
+        verdict = "passed" if min(pvals.values()) > level else "FAILED"
+        out.append(Entry(f"{sampler}: rank-test p-values", pvals,
+                         f"{verdict}: " + ", ".join(f"{k} {v:.2g}" for k, v in pvals.items())))
+    power = {str(a): float(v) for a, v in zip(ds["alternative"].values, ds["power"].values)}
+    out.append(Entry("power against a sampler with", power, ", ".join(f"{a}: {v:.2f}" for a, v in power.items())))
+    return tuple(out)
 
 
 def joint_entries(ds: xr.Dataset) -> tuple[Entry, ...]:
@@ -398,7 +424,7 @@ def collect(stores: Mapping[str, Sequence[str | os.PathLike]], *, config: Mappin
     builders = {"eof": ("EOF", eof_entries), "regression": ("Regression", regression_entries),
                 "posterior": ("Posterior", posterior_entries),
                 "distributions": ("Distributions", distribution_entries), "joint": ("Joint", joint_entries),
-                "bayes": ("Bayesian GEV", bayes_entries)}
+                "bayes": ("Bayesian GEV", bayes_entries), "sbc": ("Simulation-based calibration", sbc_entries)}
     tables, attrs = [], []
     for name in names:
         sections = []

@@ -55,6 +55,7 @@ DIST_FIELDS = config["distributions"]["fields"]
 JOINT = config["joint"]
 JOINT_FIELDS = JOINT["fields"]
 BAYES_FIELDS = config["bayes"]["fields"]
+SBC_CASES = config["sbc"]["cases"]
 REGRESSION = config.get("regression") or {}
 TARGETS = [REGRESSION["target"]] if REGRESSION.get("target") else []
 
@@ -65,6 +66,7 @@ SIGN_RULES = [] if isinstance(config["eof"]["sign"], str) else config["eof"]["si
 wildcard_constraints:
     field="|".join(FIELDS),
     target="|".join(FIELDS),
+    case="regression|normal|lognormal|gev",
 
 
 def canonical(value):
@@ -209,11 +211,14 @@ def all_outputs():
         for kind in ("conditional_maps", "conditional_mean_maps")
     ]
     outputs += [figure("bayes_maps", f) for f in BAYES_FIELDS]
+    if config["bayes"]["holdout"] > 0:
+        outputs += [figure("pit_histogram", f) for f in BAYES_FIELDS]
     outputs += [
         figure(kind, t)
         for t in TARGETS
         for kind in ("regression_maps", "posterior_map", "posterior_sd")
     ]
+    outputs += [figure("sbc_ranks", case) for case in SBC_CASES]
     outputs += [marker("fields", f) for f in FIELDS]
     outputs.append(f"{RESULTS}/summary.html")
     return outputs

@@ -250,6 +250,27 @@ rule figure_bayes_maps:
         "../scripts/figure.py"
 
 
+rule figure_pit_histogram:
+    input:
+        marker("bayes", "{field}"),
+    output:
+        report(
+            figure("pit_histogram", "{field}"),
+            caption="../report/pit_histogram.rst",
+            category="Bayesian GEV",
+            subcategory="{field}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/pit_histogram_{{field}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="pit_histogram",
+        figures=section("figures"),
+    script:
+        "../scripts/figure.py"
+
+
 rule figure_conditional_mean_maps:
     input:
         marker("joint", "{field}"),
@@ -308,6 +329,27 @@ rule figure_posterior_sd:
         "../../environment.yml"
     params:
         kind="posterior_sd",
+        figures=section("figures"),
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_sbc_ranks:
+    input:
+        marker("sbc", "{case}"),
+    output:
+        report(
+            figure("sbc_ranks", "{case}"),
+            caption="../report/sbc_ranks.rst",
+            category="Calibration",
+            subcategory="{case}",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/sbc_ranks_{{case}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        kind="sbc_ranks",
         figures=section("figures"),
     script:
         "../scripts/figure.py"

@@ -12,6 +12,7 @@ rule summary:
         distributions=[marker("distributions", f) for f in DIST_FIELDS],
         joint=[marker("joint", f) for f in JOINT_FIELDS],
         bayes=[marker("bayes", f) for f in BAYES_FIELDS],
+        sbc=[marker("sbc", case) for case in SBC_CASES],
     output:
         report(
             f"{RESULTS}/summary.html",

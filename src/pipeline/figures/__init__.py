@@ -18,6 +18,8 @@ kind                      store                   shows
 ``conditional_maps``      ``joint/{f}``           ρ and P(Y > y_q | X > x_q) beside P(Y > y_q)
 ``conditional_mean_maps`` ``joint/{f}``           shift of E[Y | X = x] and the sd X leaves
 ``bayes_maps``            ``bayes/{f}``           posterior T-year level, its width, R-hat, ESS
+``pit_histogram``         ``bayes/{f}``           PIT of held-out years and the CRPS skill map
+``sbc_ranks``             ``sbc/{case}``          SBC rank histograms per sampler and parameter
 ``posterior_map``         ``posterior/{t}``       P(coefficient > 0), stippled CIs
 ``posterior_sd``          ``posterior/{t}``       posterior sd of each coefficient
 ========================  ======================  ====================================
@@ -45,7 +47,8 @@ from matplotlib.figure import Figure
 
 from pipeline import __version__, io
 from pipeline.figures._common import clean_units, count
-from pipeline.figures.bayes import bayes_maps
+from pipeline.figures.bayes import bayes_maps, pit_histogram
+from pipeline.figures.calibration import sbc_ranks
 from pipeline.figures.eof import eof_correlation, eof_maps, eof_spectrum, pc_timeseries, summary
 from pipeline.figures.extremes import distribution_fits, qq_plots, return_level_maps, return_level_plot, shape_map
 from pipeline.figures.joint import conditional_maps, conditional_mean_maps
@@ -66,6 +69,7 @@ __all__ = [
     "eof_spectrum",
     "make",
     "pc_timeseries",
+    "pit_histogram",
     "posterior_map",
     "posterior_sd",
     "qq_plots",
@@ -73,6 +77,7 @@ __all__ = [
     "return_level_maps",
     "return_level_plot",
     "save_png",
+    "sbc_ranks",
     "shape_map",
     "summary",
 ]
@@ -108,6 +113,8 @@ KINDS: dict[str, tuple[str, Callable[[xr.Dataset, Options], Figure]]] = {
     "conditional_maps": ("joint", lambda ds, o: conditional_maps(ds, "copula", o.projection)),
     "conditional_mean_maps": ("joint", lambda ds, o: conditional_mean_maps(ds, o.projection)),
     "bayes_maps": ("bayes", lambda ds, o: bayes_maps(ds, None, o.projection)),
+    "pit_histogram": ("bayes", lambda ds, o: pit_histogram(ds, o.projection)),
+    "sbc_ranks": ("sbc", lambda ds, o: sbc_ranks(ds)),
     "posterior_map": ("posterior", lambda ds, o: posterior_map(ds, o.n_maps, o.projection)),
     "posterior_sd": ("posterior", lambda ds, o: posterior_sd(ds, o.n_maps, o.projection)),
 }
