@@ -277,3 +277,21 @@ def test_bayes_entries_show_the_fallback_and_the_held_out_scores():
     skill = entries["held-out last 4 values: median CRPS skill against climatology"]
     assert skill.value == pytest.approx(np.median([0.1, 0.2, 0.3, 0.4, -0.5, 0.6]))
     assert entries["PIT uniformity (pooled χ², optimistic)"].value == 0.3
+
+
+def test_sbc_stores_get_tables_of_their_own_beside_a_field_of_the_same_name(tmp_path):
+    ds = xr.Dataset(
+        {"rank": (("test", "cell"), np.zeros((2, 30), dtype=np.int32)), "p_value": ("test", [0.5, 0.2]),
+         "power": ("alternative", [0.9])},
+        coords={"sampler": ("test", ["hmc", "hmc"]), "param": ("test", ["mu", "log_sigma"]),
+                "alternative": ["mean off by 0.25 sd"], "cell": np.arange(30)},
+        attrs={"level": 0.01, "n_ranks": 99, "case": "normal"})
+    store = io.write_store(ds, tmp_path / "sbc" / "normal.zarr", stage="sbc")
+    logs = tmp_path / "logs" / "sbc"
+    logs.mkdir(parents=True)
+    (logs / "normal.log").write_text("2026-12-04 00:00:00 INFO pipeline.logs: done in 4.50 s\n")
+    got = summary.collect({"sbc": [store]}, config={"run": "r"}, logs=tmp_path / "logs")
+    assert [t.name for t in got.tables] == ["run", "SBC: normal"]
+    assert got.value("SBC: normal", "Simulation-based calibration", "hmc: rank-test p-values") == {
+        "mu": 0.5, "log_sigma": 0.2}
+    assert got.value("SBC: normal", "Run time", "sbc") == pytest.approx(4.5)

@@ -420,11 +420,11 @@ def collect(stores: Mapping[str, Sequence[str | os.PathLike]], *, config: Mappin
     if unknown:
         raise ValueError(f"Unknown store folders {unknown}; the summary reads {list(STORE_STAGES)}.")
     paths = {stage: {_name(p): Path(p) for p in stores.get(stage, ())} for stage in STORE_STAGES}
-    names = list(dict.fromkeys(n for stage in STORE_STAGES for n in paths[stage]))
+    names = list(dict.fromkeys(n for stage in STORE_STAGES if stage != "sbc" for n in paths[stage]))
     builders = {"eof": ("EOF", eof_entries), "regression": ("Regression", regression_entries),
                 "posterior": ("Posterior", posterior_entries),
                 "distributions": ("Distributions", distribution_entries), "joint": ("Joint", joint_entries),
-                "bayes": ("Bayesian GEV", bayes_entries), "sbc": ("Simulation-based calibration", sbc_entries)}
+                "bayes": ("Bayesian GEV", bayes_entries)}
     tables, attrs = [], []
     for name in names:
         sections = []
@@ -440,9 +440,16 @@ def collect(stores: Mapping[str, Sequence[str | os.PathLike]], *, config: Mappin
                 attrs.append(ds.attrs)
                 sections.append((title, build(ds)))
         if logs is not None:
-            present = [stage for stage in STORE_STAGES if name in paths[stage]]
+            present = [stage for stage in STORE_STAGES if stage != "sbc" and name in paths[stage]]
             sections.append(("Run time", time_entries(logs, name, present)))
         tables.append(Table(name, tuple(sections)))
+    for case, path in paths["sbc"].items():  # models, not fields: tables of their own, "SBC: gev"
+        ds = io.open_store(path, "sbc store")
+        attrs.append(ds.attrs)
+        sections = [("Simulation-based calibration", sbc_entries(ds))]
+        if logs is not None:
+            sections.append(("Run time", time_entries(logs, case, ["sbc"])))
+        tables.append(Table(f"SBC: {case}", tuple(sections)))
     run = str(config.get("run", ""))
     overview = Table("run", (("Run", run_entries(run, attrs, str(config.get("backend", "auto")))),))
     first = {k: config[k] for k in ("run", "backend", "fields") if k in config}  # then the stages
