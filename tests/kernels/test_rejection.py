@@ -203,6 +203,28 @@ def test_bad_covariance_and_unfinished_cells(monkeypatch):
     np.testing.assert_array_equal(np.isfinite(res.draws[0]).sum(0), res.n_accepted)
 
 
+def test_an_envelope_too_wide_to_pay_is_given_up_for_mcmc():
+    """An envelope 30 times too wide in each of the K + 1 directions accepts about one proposal in 30**(K+1): those
+    cells are returned unfinished after the pilot (no proposal rounds), the others are sampled as before."""
+    import array_api_compat.numpy as xp
+
+    Z, Yc = _problem(cells=6, seed=7)
+    model = _model(xp, Z, Yc)
+    lap = rejection.laplace(model, xp.asarray(_start(Z, Yc)))
+    cov = lap.cov.copy()
+    cov[:, :, :3] *= 900.0  # sd x 30 in the first three cells
+    res = rejection.rejection_sample(model, lap.mode, cov, n_draws=200, seed=2, df=math.inf, n_pilot=500)
+    assert res.unfinished[:3].all() and not res.failed[:3].any() and res.needs_mcmc[:3].all()
+    assert not res.needs_mcmc[3:].any() and np.isfinite(res.draws[:, :, 3:]).all()
+    assert (res.n_proposed[:3] == res.n_proposed[3:].max()).all()  # they proposed along, no more
+    assert float(np.nanmax(res.acceptance[:3])) < 0.01
+    full = rejection.rejection_sample(model, lap.mode, cov, n_draws=200, seed=2, df=math.inf, n_pilot=500,
+                                      min_acceptance=0.0, max_rounds=3)
+    assert full.n_proposed[:3].min() > 10 * res.n_proposed[:3].max()  # without the floor they drive every round
+    with pytest.raises(ValueError, match="min_acceptance"):
+        rejection.rejection_sample(model, lap.mode, lap.cov, n_draws=10, seed=1, min_acceptance=1.0)
+
+
 def test_input_checks():
     import array_api_compat.numpy as xp
 

@@ -79,7 +79,8 @@ class Rejection(NamedTuple):
     accepted / proposed after the pilot (NaN where there is no usable envelope);
     ``failed`` (cells,) bool, the envelope did not cover the posterior (or there
     was none: no mode, no covariance); ``unfinished`` (cells,) bool, not failed
-    but fewer than ``n_draws`` draws after ``max_rounds``; ``log_bound`` (cells,),
+    but fewer than ``n_draws`` draws after ``max_rounds``, or given up because its
+    acceptance rate fell below ``min_acceptance``; ``log_bound`` (cells,),
     ``log M``; ``n_proposed``, ``n_accepted`` (cells,) counts after the pilot.
     """
 
@@ -293,6 +294,7 @@ def rejection_sample(
     max_rounds: int = 50,
     n_pilot: int = 1000,
     margin: float = 0.5,
+    min_acceptance: float = 0.01,
 ) -> Rejection:
     """Exact posterior draws per cell by rejection from a scaled Student-t envelope.
 
@@ -320,6 +322,12 @@ def rejection_sample(
     margin : float
         Added to the pilot's maximum of ``log p - log q`` to form ``log M``; the
         acceptance rate is lower by the factor ``exp(-margin)``.
+    min_acceptance : float
+        A cell whose acceptance rate (the pilot's estimate, then the rate so far)
+        is below this is given up and returned ``unfinished``, for MCMC: its
+        draws would cost more than ``1/min_acceptance`` proposals each, and, as
+        every cell proposes as many values as the slowest one needs, it would
+        slow all the others down too.
 
     Returns
     -------
@@ -337,6 +345,8 @@ def rejection_sample(
         raise ValueError(f"seed must be a non-negative integer; got {seed}.")
     if not (df > 0 and scale > 0 and margin >= 0):
         raise ValueError(f"df and scale must be positive and margin non-negative; got {df}, {scale}, {margin}.")
+    if not 0.0 <= min_acceptance < 1.0:
+        raise ValueError(f"min_acceptance must lie in [0, 1); got {min_acceptance}.")
     p, n_cells = mode.shape
     _check_model(model, p)
     dev = array_api_compat.device(mode)
@@ -355,12 +365,14 @@ def rejection_sample(
     failed = ~ok
     out = xp.full((p, n_draws, n_cells), xp.nan, dtype=mode.dtype, device=dev)
     cap = max(64, _MAX_FLOATS // ((p + 1 + _chi2_uniforms(float(df))) * n_cells))
+    given_up = xp.zeros_like(failed)
     for r in range(1, max_rounds + 1):
-        need = xp.where(failed, xp.zeros_like(count), n_draws - count)
-        if int(xp.max(need)) == 0:
-            break
         # every cell proposes in every round: after the first, the rate so far; before it, the pilot's
         rate = pilot_rate if r == 1 else xp.astype(n_acc, mode.dtype) / xp.astype(n_prop, mode.dtype)
+        given_up = given_up | (~failed & (count < n_draws) & (rate < min_acceptance))
+        need = xp.where(failed | given_up, xp.zeros_like(count), n_draws - count)
+        if int(xp.max(need)) == 0:
+            break
         rate = xp.maximum(rate, xp.full_like(rate, 1.0 / cap))
         want = float(xp.max(xp.where(need > 0, xp.astype(need, mode.dtype) / rate, xp.zeros_like(rate))))
         n = min(cap, max(64, math.ceil(1.2 * want) + 16))
