@@ -9,7 +9,7 @@ from scipy import stats
 
 from pipeline.figures import _common as c
 
-PASS_COLOUR, FAIL_COLOUR, BAND_COLOUR = "#4c72b0", "#c44e52", "0.85"
+PASS_COLOUR, FAIL_COLOUR, BAND_COLOUR = "#4c72b0", "#c44e52", "0.55"
 #: Readable names of the unconstrained parameters the kernels use.
 PARAM_LABELS = {"log_sigma2": "log σ²", "log_sigma": "log σ", "mu": "μ", "mu_z": "μ (location)",
                 "log_sigma_z": "log σ (scale)", "xi": "ξ (shape)"}
@@ -54,7 +54,7 @@ def sbc_ranks(ds: xr.Dataset) -> Figure:
             row = ds.isel(test=int(np.flatnonzero(sel.values)[0]))
             pval = float(row["p_value"])
             ok = pval > level
-            ax.axhspan(lo, hi, color=BAND_COLOUR, zorder=0, label="99 % band if uniform")
+            ax.axhspan(lo, hi, color=BAND_COLOUR, alpha=0.45, zorder=3, linewidth=0, label="99 % band if uniform")
             ax.bar(left, row["counts"].values, width=width, align="edge", color=PASS_COLOUR if ok else FAIL_COLOUR,
                    edgecolor="white", linewidth=0.5, zorder=1)
             ax.axhline(expected, color="0.3", linewidth=0.8, zorder=2, label="expected")
