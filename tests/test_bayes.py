@@ -85,6 +85,19 @@ def test_refusals(dist_ds):
         bayes.compute(dist_ds, params={**PARAMS, "holdout": 51}, backend=resolve("numpy"))
 
 
+def test_independent_draws_are_not_judged_by_chain_diagnostics(dist_ds):
+    """Thresholds no chain could meet flag every HMC cell, but no cell drawn by exact rejection: its R-hat and ESS
+    are noise about 1 and chains x draws, and its envelope is what says whether to trust it."""
+    strict = {**PARAMS, "rhat_max": 1.0 + 1e-12, "ess_min": 1e9}
+    rej = bayes.compute(dist_ds, params={**strict, "sampler": "rejection"}, backend=resolve("numpy"))
+    by_rejection = rej["method"] == 2
+    assert int(by_rejection.sum()) > 0
+    assert not bool(rej["failed"].where(by_rejection, 0).any())
+    assert bool(rej["failed"].where(~by_rejection, 1).all())  # any HMC fallback cell is flagged
+    hmc = bayes.compute(dist_ds, params={**strict, "warmup": 50, "draws": 50}, backend=resolve("numpy"))
+    assert int(hmc["failed"].sum()) == dist_ds.sizes["lat"] * dist_ds.sizes["lon"]
+
+
 # ---------------------------------------------------------------- rejection and VI against HMC
 @pytest.fixture(scope="module")
 def by_sampler(dist_ds) -> dict[str, xr.Dataset]:
